@@ -1,0 +1,881 @@
+/* client.c: the client object and the one call path every endpoint goes through: token,
+ * send, classify the outcome, retry only when that cannot do harm, log, return result or error. */
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include "client.h"
+#include "endpoints.h"
+#include "errors.h"
+#include "json.h"
+#include "request.h"
+#include "transport.h"
+
+/* Defaults, in one place. Retry numbers follow Stripe's SDKs (see ../shared/NOTES.md). */
+#define DEFAULT_BASE_URL "https://openapi.partner.yeastar.com"
+#define DEFAULT_USER_AGENT "OpenAPI" /* what every example in Yeastar's guide sends */
+#define DEFAULT_TIMEOUT 30.0
+#define DEFAULT_CONNECT_TIMEOUT 10.0
+#define DEFAULT_DEADLINE 120.0 /* one call, all attempts and pauses included */
+#define DEFAULT_MAX_RETRIES 2
+#define DEFAULT_RETRY_BASE_DELAY 0.5
+#define DEFAULT_RETRY_MAX_DELAY 5.0
+#define RETRY_AFTER_CAP 60.0
+#define DEFAULT_LOW_SPEED_LIMIT 10 /* bytes per second... */
+#define DEFAULT_LOW_SPEED_TIME 20  /* ...for this long, else the exchange times out */
+#define DEFAULT_MAX_RESPONSE (8 * 1024 * 1024)
+#define DEFAULT_MAX_DEPTH 64
+/* Modelled token lifetimes (Authorization Rules page): 30 minutes and 15 days. */
+#define ACCESS_TOKEN_LIFETIME 1800.0
+#define REFRESH_TOKEN_LIFETIME (15 * 24 * 3600.0)
+#define REFRESH_AHEAD_MAX 180.0 /* refresh this early, or a quarter of the lifetime if shorter */
+
+typedef struct yp_client {
+  yp_transport *transport; /* NULL when closed */
+  char *base_url, *ua_header, *client_id, *client_secret, *ca_file;
+  double timeout, connect_timeout, deadline, retry_base_delay, retry_max_delay;
+  int max_retries, max_depth, allow_http;
+  long low_speed_limit, low_speed_time;
+  lua_Integer max_response;
+  int logger_ref, store_ref;
+  /* Token state. Never exposed to Lua except through the caller's own token_store. */
+  char *access_token, *refresh_token, *token_head;
+  double access_obtained, access_expires, refresh_expires; /* wall clock, seconds */
+  int store_loaded;
+  uint64_t rng;
+} yp_client;
+
+/* One logical call: the request bytes (anchored on the Lua stack) and its retry bookkeeping. */
+typedef struct call {
+  const yp_endpoint *ep;
+  yp_request req;
+  const char *content_type;
+  int attempt, retries, reauthed;
+  double deadline, not_before;
+} call;
+
+typedef enum { OUT_DONE, OUT_FAIL, OUT_RETRY, OUT_REAUTH } outcome;
+
+static double now_mono(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static double now_wall(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* ---- secrets ---------------------------------------------------------------------------- */
+
+static void wipe_free(char **p) {
+  if (!*p) return;
+  volatile char *v = *p;
+  while (*v) *v++ = 0;
+  free(*p);
+  *p = NULL;
+}
+
+static char *dup_or_raise(lua_State *L, const char *s) {
+  char *d = s ? strdup(s) : NULL;
+  if (s && !d) luaL_error(L, "yeastar.partner: out of memory");
+  return d;
+}
+
+/* Replaces the secret and both tokens in the string on top of the stack: a server that echoes
+ * what it was sent must not make us print a secret. */
+static void redact_top(lua_State *L, const yp_client *c) {
+  const char *secrets[] = {c->client_secret, c->access_token, c->refresh_token};
+  for (size_t i = 0; i < sizeof secrets / sizeof *secrets; i++) {
+    if (!secrets[i] || !*secrets[i] || !strstr(lua_tostring(L, -1), secrets[i])) continue;
+    luaL_gsub(L, lua_tostring(L, -1), secrets[i], "[REDACTED]");
+    lua_remove(L, -2);
+  }
+}
+
+static void drop_tokens(yp_client *c) {
+  wipe_free(&c->access_token);
+  wipe_free(&c->refresh_token);
+  wipe_free(&c->token_head);
+}
+
+/* ---- lifecycle -------------------------------------------------------------------------- */
+
+static void client_release(lua_State *L, yp_client *c) {
+  yp_transport_free(c->transport);
+  c->transport = NULL;
+  drop_tokens(c);
+  wipe_free(&c->client_secret);
+  free(c->client_id);
+  free(c->base_url);
+  free(c->ua_header);
+  free(c->ca_file);
+  c->client_id = c->base_url = c->ua_header = c->ca_file = NULL;
+  luaL_unref(L, LUA_REGISTRYINDEX, c->logger_ref);
+  luaL_unref(L, LUA_REGISTRYINDEX, c->store_ref);
+  c->logger_ref = c->store_ref = LUA_NOREF;
+}
+
+static yp_client *check_client(lua_State *L, int idx) {
+  return (yp_client *)luaL_checkudata(L, idx, YP_CLIENT_MT);
+}
+
+static yp_client *check_open(lua_State *L, int idx) {
+  yp_client *c = check_client(L, idx);
+  if (!c->transport) luaL_error(L, "yeastar.partner: the client is closed");
+  return c;
+}
+
+static int client_close(lua_State *L) {
+  client_release(L, check_client(L, 1));
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+static int client_gc(lua_State *L) {
+  client_release(L, check_client(L, 1));
+  return 0;
+}
+
+static int client_tostring(lua_State *L) {
+  yp_client *c = check_client(L, 1);
+  if (c->transport) lua_pushfstring(L, YP_CLIENT_MT " (%s)", c->base_url);
+  else lua_pushliteral(L, YP_CLIENT_MT " (closed)");
+  return 1;
+}
+
+/* ---- options ---------------------------------------------------------------------------- */
+
+static const struct option {
+  const char *name;
+  int type;
+} options[] = {
+    {"client_id", LUA_TSTRING},        {"client_secret", LUA_TSTRING},
+    {"base_url", LUA_TSTRING},         {"ca_file", LUA_TSTRING},
+    {"user_agent", LUA_TSTRING},       {"allow_http", LUA_TBOOLEAN},
+    {"timeout", LUA_TNUMBER},          {"connect_timeout", LUA_TNUMBER},
+    {"deadline", LUA_TNUMBER},         {"max_retries", LUA_TNUMBER},
+    {"retry_base_delay", LUA_TNUMBER}, {"retry_max_delay", LUA_TNUMBER},
+    {"low_speed_limit", LUA_TNUMBER},  {"low_speed_time", LUA_TNUMBER},
+    {"max_response_size", LUA_TNUMBER}, {"max_depth", LUA_TNUMBER},
+    {"logger", LUA_TFUNCTION},         {"token_store", LUA_TTABLE},
+    {NULL, 0}};
+
+static void check_option_names(lua_State *L) {
+  for (lua_pushnil(L); lua_next(L, 1); lua_pop(L, 1)) {
+    const struct option *o = options;
+    if (lua_type(L, -2) == LUA_TSTRING)
+      while (o->name && strcmp(o->name, lua_tostring(L, -2)) != 0) o++;
+    if (lua_type(L, -2) != LUA_TSTRING || !o->name) {
+      lua_pushvalue(L, -2);
+      luaL_error(L, "new: unknown option '%s'", luaL_tolstring(L, -1, NULL));
+    }
+    if (lua_type(L, -1) != o->type)
+      luaL_error(L, "new: option '%s' must be a %s (got %s)", o->name, lua_typename(L, o->type),
+                 luaL_typename(L, -1));
+  }
+}
+
+static const char *opt_string(lua_State *L, const char *name, const char *def, int required) {
+  lua_getfield(L, 1, name);
+  const char *s = lua_tostring(L, -1);
+  lua_pop(L, 1); /* still anchored in the options table */
+  if (!s && required) luaL_error(L, "new: option '%s' is required", name);
+  if (s && strpbrk(s, "\r\n")) luaL_error(L, "new: option '%s' must not contain CR or LF", name);
+  return s ? s : def;
+}
+
+static double opt_number(lua_State *L, const char *name, double def, double min, double max) {
+  lua_getfield(L, 1, name);
+  double v = lua_isnil(L, -1) ? def : (double)lua_tonumber(L, -1);
+  lua_pop(L, 1);
+  if (!(v >= min && v <= max))
+    luaL_error(L, "new: option '%s' must be between %f and %f", name, min, max);
+  return v;
+}
+
+static int opt_ref(lua_State *L, const char *name) {
+  lua_getfield(L, 1, name);
+  return luaL_ref(L, LUA_REGISTRYINDEX); /* LUA_REFNIL for nil: unref of it is harmless */
+}
+
+static void check_base_url(lua_State *L, const char *url, int allow_http) {
+  if (strncmp(url, "https://", 8) != 0) {
+    if (strncmp(url, "http://", 7) != 0)
+      luaL_error(L, "new: option 'base_url' must start with https://");
+    if (!allow_http)
+      luaL_error(L, "new: option 'base_url' is plain http://; TLS is required unless "
+                    "allow_http = true (loopback tests only)");
+  }
+  if (strpbrk(url, " ?#\t")) luaL_error(L, "new: option 'base_url' must be a bare base URL");
+}
+
+int yp_client_new(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  lua_settop(L, 1);
+  check_option_names(L);
+  /* Create closed, then acquire: __gc is in place before anything can leak. */
+  yp_client *c = (yp_client *)yp_newuserdata(L, sizeof *c);
+  memset(c, 0, sizeof *c);
+  c->logger_ref = c->store_ref = LUA_NOREF;
+  luaL_setmetatable(L, YP_CLIENT_MT);
+
+  const char *base_url = opt_string(L, "base_url", DEFAULT_BASE_URL, 0);
+  lua_getfield(L, 1, "allow_http");
+  c->allow_http = lua_toboolean(L, -1);
+  lua_pop(L, 1);
+  check_base_url(L, base_url, c->allow_http);
+  c->client_id = dup_or_raise(L, opt_string(L, "client_id", NULL, 1));
+  c->client_secret = dup_or_raise(L, opt_string(L, "client_secret", NULL, 1));
+  c->ca_file = dup_or_raise(L, opt_string(L, "ca_file", NULL, 0));
+  c->base_url = dup_or_raise(L, base_url);
+  size_t n = strlen(c->base_url);
+  while (n > 0 && c->base_url[n - 1] == '/') c->base_url[--n] = '\0';
+  lua_pushfstring(L, "User-Agent: %s", opt_string(L, "user_agent", DEFAULT_USER_AGENT, 0));
+  c->ua_header = dup_or_raise(L, lua_tostring(L, -1));
+  lua_pop(L, 1);
+
+  c->timeout = opt_number(L, "timeout", DEFAULT_TIMEOUT, 0.001, 3600);
+  c->connect_timeout = opt_number(L, "connect_timeout", DEFAULT_CONNECT_TIMEOUT, 0.001, 600);
+  c->deadline = opt_number(L, "deadline", DEFAULT_DEADLINE, 0.001, 86400);
+  c->max_retries = (int)opt_number(L, "max_retries", DEFAULT_MAX_RETRIES, 0, 10);
+  c->retry_base_delay = opt_number(L, "retry_base_delay", DEFAULT_RETRY_BASE_DELAY, 0, 60);
+  c->retry_max_delay = opt_number(L, "retry_max_delay", DEFAULT_RETRY_MAX_DELAY, 0, 600);
+  c->low_speed_limit = (long)opt_number(L, "low_speed_limit", DEFAULT_LOW_SPEED_LIMIT, 0, 1e9);
+  c->low_speed_time = (long)opt_number(L, "low_speed_time", DEFAULT_LOW_SPEED_TIME, 1, 3600);
+  c->max_response = (lua_Integer)opt_number(L, "max_response_size", DEFAULT_MAX_RESPONSE, 1024, 1e10);
+  c->max_depth = (int)opt_number(L, "max_depth", DEFAULT_MAX_DEPTH, 1, 10000);
+
+  lua_getfield(L, 1, "token_store");
+  if (lua_istable(L, -1)) {
+    const char *fns[] = {"load", "save"};
+    for (int i = 0; i < 2; i++) {
+      lua_getfield(L, -1, fns[i]);
+      if (!lua_isfunction(L, -1))
+        luaL_error(L, "new: option 'token_store' needs a function '%s'", fns[i]);
+      lua_pop(L, 1);
+    }
+  }
+  lua_pop(L, 1);
+  c->logger_ref = opt_ref(L, "logger");
+  c->store_ref = opt_ref(L, "token_store");
+  c->rng = (uint64_t)(uintptr_t)c ^ (uint64_t)(now_wall() * 1e6) ^ 0x9E3779B97F4A7C15ull;
+
+  yp_transport_config tc = {c->ca_file, c->allow_http, (long)(c->connect_timeout * 1000),
+                            c->low_speed_limit, c->low_speed_time, (size_t)c->max_response};
+  char err[128];
+  if (!(c->transport = yp_transport_new(&tc, err, sizeof err))) luaL_error(L, "new: %s", err);
+  return 1;
+}
+
+/* ---- token store ------------------------------------------------------------------------ */
+
+static void store_call_save(lua_State *L, yp_client *c) {
+  if (c->store_ref == LUA_NOREF || c->store_ref == LUA_REFNIL) return;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, c->store_ref);
+  lua_getfield(L, -1, "save");
+  lua_createtable(L, 0, 7);
+  lua_pushstring(L, c->client_id);
+  lua_setfield(L, -2, "clientId");
+  lua_pushstring(L, c->access_token);
+  lua_setfield(L, -2, "token");
+  lua_pushstring(L, c->token_head);
+  lua_setfield(L, -2, "tokenHead");
+  if (c->refresh_token) {
+    lua_pushstring(L, c->refresh_token);
+    lua_setfield(L, -2, "refreshToken");
+  }
+  lua_pushinteger(L, (lua_Integer)c->access_obtained);
+  lua_setfield(L, -2, "obtainedAt");
+  lua_pushinteger(L, (lua_Integer)c->access_expires);
+  lua_setfield(L, -2, "expiresAt");
+  lua_pushinteger(L, (lua_Integer)c->refresh_expires);
+  lua_setfield(L, -2, "refreshExpiresAt");
+  /* A store that fails costs a login next run, never this call. */
+  if (lua_pcall(L, 1, 0, 0) != YP_LUA_OK) lua_pop(L, 1);
+  lua_pop(L, 1);
+}
+
+static const char *field_string(lua_State *L, int t, const char *name) {
+  lua_getfield(L, t, name);
+  const char *s = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
+  lua_pop(L, 1); /* anchored in t */
+  return s && *s && !strpbrk(s, "\r\n") ? s : NULL;
+}
+
+static double field_number(lua_State *L, int t, const char *name) {
+  lua_getfield(L, t, name);
+  double v = (double)lua_tonumber(L, -1); /* also parses "1800": expiresIn is a String */
+  lua_pop(L, 1);
+  return v;
+}
+
+static void store_call_load(lua_State *L, yp_client *c) {
+  c->store_loaded = 1;
+  if (c->store_ref == LUA_NOREF || c->store_ref == LUA_REFNIL) return;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, c->store_ref);
+  lua_getfield(L, -1, "load");
+  if (lua_pcall(L, 0, 1, 0) == YP_LUA_OK && lua_istable(L, -1)) {
+    int t = lua_gettop(L);
+    const char *id = field_string(L, t, "clientId"), *token = field_string(L, t, "token");
+    if (id && strcmp(id, c->client_id) == 0 && token) { /* another account's token is useless */
+      drop_tokens(c);
+      c->access_token = dup_or_raise(L, token);
+      c->refresh_token = dup_or_raise(L, field_string(L, t, "refreshToken"));
+      const char *head = field_string(L, t, "tokenHead");
+      c->token_head = dup_or_raise(L, head ? head : "Bearer");
+      c->access_obtained = field_number(L, t, "obtainedAt");
+      c->access_expires = field_number(L, t, "expiresAt");
+      c->refresh_expires = field_number(L, t, "refreshExpiresAt");
+    }
+  }
+  lua_pop(L, 2);
+}
+
+/* ---- one exchange, classified ----------------------------------------------------------- */
+
+static const char *field_text(lua_State *L, int t, const char *name) {
+  lua_getfield(L, t, name);
+  const char *s = lua_tostring(L, -1);
+  lua_pop(L, 1);
+  return s;
+}
+
+static const char *transport_kind(yp_transport_error e) {
+  return e == YP_TR_TIMEOUT ? YP_KIND_TIMEOUT : e == YP_TR_TOO_LARGE ? YP_KIND_HTTP : YP_KIND_NETWORK;
+}
+
+static const char *transport_code(yp_transport_error e) {
+  switch (e) {
+    case YP_TR_DNS: return "dns_failed";
+    case YP_TR_CONNECT: return "connect_failed";
+    case YP_TR_TLS: return "tls_failed";
+    case YP_TR_TIMEOUT: return "timeout";
+    case YP_TR_LOST: return "connection_lost";
+    case YP_TR_TOO_LARGE: return "response_too_large";
+    default: return "transport_failed";
+  }
+}
+
+static int status_retryable(long status) {
+  return status == 408 || status == 429 || status >= 500;
+}
+
+/* Classifies one exchange and pushes exactly one value: the result, or an error object. */
+static outcome evaluate(lua_State *L, yp_client *c, call *k, const yp_http_response *r) {
+  yp_error e = {NULL, NULL, NULL, r->status, NULL, 0, k->ep->name};
+  outcome out = OUT_FAIL;
+  int top = lua_gettop(L);
+  char reason[200];
+
+  if (r->error != YP_TR_OK) {
+    e.kind = transport_kind(r->error);
+    e.code = transport_code(r->error);
+    e.status = 0;
+    /* TLS failures are configuration, not luck: retrying cannot help. */
+    e.retryable = r->error != YP_TR_TLS && r->error != YP_TR_TOO_LARGE && r->error != YP_TR_OTHER;
+    lua_pushstring(L, r->detail);
+  } else {
+    int decoded = json_decode(L, r->body ? r->body : "", r->body_len, c->max_depth, reason,
+                              sizeof reason);
+    int envelope = decoded && lua_istable(L, -1) && field_text(L, -1, "code");
+    if (envelope) {
+      int env = lua_gettop(L);
+      const char *code = field_text(L, env, "code");
+      lua_getfield(L, env, "requestId");
+      e.request_id = lua_tostring(L, -1); /* anchored on the stack until we are done */
+      if (r->status >= 200 && r->status < 300 && strcmp(code, "success") == 0) {
+        lua_getfield(L, env, "result");
+        if (lua_isnil(L, -1)) { /* no result member: say "done" rather than look like a failure */
+          lua_pop(L, 1);
+          lua_pushboolean(L, 1);
+        }
+        lua_replace(L, top + 1);
+        lua_settop(L, top + 1);
+        return OUT_DONE;
+      }
+      e.kind = r->status == 401 ? YP_KIND_AUTH : YP_KIND_API;
+      e.code = code;
+      e.retryable = status_retryable(r->status);
+      const char *detail = field_text(L, env, "detailMessage");
+      lua_pushstring(L, detail && *detail ? detail : code);
+    } else if (r->status >= 200 && r->status < 300) {
+      e.kind = YP_KIND_DECODE;
+      e.code = decoded ? "bad_envelope" : "invalid_json";
+      lua_pushstring(L, decoded ? "the response is JSON but not the portal's envelope" : reason);
+    } else {
+      e.kind = r->status == 401 ? YP_KIND_AUTH : YP_KIND_HTTP;
+      e.code = r->status == 401 ? "unauthorized" : "http_error";
+      e.retryable = status_retryable(r->status);
+      lua_pushfstring(L, "HTTP status %d without a portal envelope", (int)r->status);
+    }
+  }
+
+  /* An exchange that may have reached the server, with no definite answer, on an endpoint
+   * that must not run twice: report it as ambiguous and never retry it here. */
+  int definite = r->error == YP_TR_OK && (r->status == 401 || r->status == 429 ||
+                                          (r->status < 500 && strcmp(e.kind, YP_KIND_DECODE) != 0));
+  if (!(k->ep->flags & YP_REPLAY_SAFE) && r->maybe_sent && !definite) {
+    lua_pushfstring(L,
+                    "%s may or may not have been applied (%s: %s); look it up before "
+                    "sending it again",
+                    k->ep->name, e.code, lua_tostring(L, -1));
+    lua_remove(L, -2);
+    e.kind = YP_KIND_AMBIGUOUS;
+    e.retryable = 0;
+  } else if (r->status == 401) {
+    out = OUT_REAUTH;
+  } else if (e.retryable) {
+    out = OUT_RETRY;
+  }
+  redact_top(L, c);
+  e.message = lua_tostring(L, -1);
+  yp_push_error(L, &e);
+  lua_replace(L, top + 1);
+  lua_settop(L, top + 1);
+  return out;
+}
+
+/* ---- logging ---------------------------------------------------------------------------- */
+
+static void log_attempt(lua_State *L, yp_client *c, call *k, const yp_http_response *r,
+                        outcome out, double delay) {
+  if (c->logger_ref == LUA_NOREF || c->logger_ref == LUA_REFNIL) return;
+  int value = lua_gettop(L);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, c->logger_ref);
+  lua_createtable(L, 0, 9);
+  lua_pushstring(L, k->ep->name);
+  lua_setfield(L, -2, "endpoint");
+  lua_pushstring(L, k->ep->method);
+  lua_setfield(L, -2, "method");
+  const char *q = strchr(k->req.path, '?'); /* the path only: queries carry customer data */
+  lua_pushlstring(L, k->req.path, q ? (size_t)(q - k->req.path) : strlen(k->req.path));
+  lua_setfield(L, -2, "path");
+  lua_pushinteger(L, k->attempt);
+  lua_setfield(L, -2, "attempt");
+  if (r->status) {
+    lua_pushinteger(L, (lua_Integer)r->status);
+    lua_setfield(L, -2, "status");
+  }
+  lua_pushnumber(L, r->elapsed);
+  lua_setfield(L, -2, "elapsed");
+  if (out == OUT_DONE) {
+    lua_pushboolean(L, 1);
+    lua_setfield(L, -2, "ok");
+  } else {
+    lua_getfield(L, value, "request_id");
+    lua_setfield(L, -2, "request_id");
+    lua_pushvalue(L, value);
+    lua_setfield(L, -2, "error");
+  }
+  if (delay >= 0) {
+    lua_pushnumber(L, delay);
+    lua_setfield(L, -2, "retry_in");
+  }
+  /* A broken logger must never break a call that moves money. */
+  if (lua_pcall(L, 1, 0, 0) != YP_LUA_OK) lua_pop(L, 1);
+}
+
+/* ---- retry decisions -------------------------------------------------------------------- */
+
+static double jitter(yp_client *c) { /* xorshift64*: per client, no global state */
+  c->rng ^= c->rng >> 12;
+  c->rng ^= c->rng << 25;
+  c->rng ^= c->rng >> 27;
+  return 0.5 + 0.5 * (double)((c->rng * 2685821657736338717ull) >> 11) / 9007199254740992.0;
+}
+
+/* Returns the pause before the next attempt, or -1 when the call ends with the value on top. */
+static double next_delay(yp_client *c, call *k, outcome out, const yp_http_response *r) {
+  if (out == OUT_REAUTH) {
+    if (k->reauthed || (k->ep->flags & YP_TOKEN)) return -1;
+    k->reauthed = 1; /* the server refused the call, so replaying it once is safe */
+    wipe_free(&c->access_token);
+    return 0;
+  }
+  if (out != OUT_RETRY || k->retries >= c->max_retries) return -1;
+  double delay = c->retry_base_delay * pow(2, k->retries);
+  if (delay > c->retry_max_delay) delay = c->retry_max_delay;
+  delay *= jitter(c);
+  if (r->retry_after >= 0) delay = r->retry_after < RETRY_AFTER_CAP ? r->retry_after : RETRY_AFTER_CAP;
+  if (now_mono() + delay >= k->deadline) return -1; /* the pause alone would overrun the call */
+  k->retries++;
+  return delay;
+}
+
+/* ---- sending ---------------------------------------------------------------------------- */
+
+static int ensure_token(lua_State *L, yp_client *c, double deadline);
+
+/* Fills the header lines of k's next attempt; auth_line is malloc'd (or NULL) for the caller. */
+static int make_headers(lua_State *L, yp_client *c, call *k, const char *lines[5],
+                        char **auth_line) {
+  int n = 0;
+  *auth_line = NULL;
+  if (!(k->ep->flags & YP_TOKEN)) {
+    if (!ensure_token(L, c, k->deadline)) return 0;
+    size_t len = strlen(c->token_head) + strlen(c->access_token) + 17;
+    if (!(*auth_line = malloc(len))) luaL_error(L, "yeastar.partner: out of memory");
+    snprintf(*auth_line, len, "Authorization: %s %s", c->token_head, c->access_token);
+  }
+  lines[n++] = c->ua_header;
+  lines[n++] = "Accept: application/json";
+  if (*auth_line) lines[n++] = *auth_line;
+  if (k->content_type) lines[n++] = k->content_type;
+  lines[n] = NULL;
+  return 1;
+}
+
+static yp_http_request http_request_for(yp_client *c, call *k, const char *const *lines) {
+  double left = k->deadline - now_mono();
+  double timeout = left < c->timeout ? left : c->timeout;
+  yp_http_request h = {k->ep->method, k->req.url, lines, k->req.body, k->req.body_len,
+                       (long)(timeout * 1000), !(k->ep->flags & YP_REPLAY_SAFE)};
+  /* fresh_connection for calls that must not run twice: libcurl silently re-sends a request
+   * whose reused connection died before any reply, and that could place an order twice. */
+  return h;
+}
+
+static void push_deadline_error(lua_State *L, call *k) {
+  yp_error e = {YP_KIND_TIMEOUT, "deadline", "the call's deadline passed before it could finish",
+                0, NULL, 1, k->ep->name};
+  yp_push_error(L, &e);
+}
+
+/* Runs k to its end, sequentially. Pushes the result (returns 1) or an error (returns 0). */
+static int run_call(lua_State *L, yp_client *c, call *k) {
+  for (;;) {
+    const char *lines[5];
+    char *auth_line;
+    if (!make_headers(L, c, k, lines, &auth_line)) return 0;
+    if (now_mono() >= k->deadline) {
+      wipe_free(&auth_line);
+      push_deadline_error(L, k);
+      return 0;
+    }
+    yp_http_request h = http_request_for(c, k, lines);
+    k->attempt++;
+    const yp_http_response *r = yp_transport_perform(c->transport, &h);
+    wipe_free(&auth_line);
+    outcome out = evaluate(L, c, k, r);
+    double delay = out == OUT_DONE ? -1 : next_delay(c, k, out, r);
+    log_attempt(L, c, k, r, out, delay);
+    if (delay < 0) return out == OUT_DONE;
+    lua_pop(L, 1);
+    yp_transport_sleep(c->transport, delay);
+  }
+}
+
+/* ---- tokens ----------------------------------------------------------------------------- */
+
+/* Logs in (refresh = 0) or refreshes; on success stores the new tokens and returns 1, else
+ * pushes the error and returns 0. */
+static int token_exchange(lua_State *L, yp_client *c, int refresh, double deadline) {
+  luaL_Buffer b;
+  luaL_buffinit(L, &b);
+  if (refresh) {
+    luaL_addstring(&b, "grant_type=refresh_token&refresh_token=");
+    yp_percent_encode(&b, c->refresh_token, strlen(c->refresh_token));
+  } else {
+    luaL_addstring(&b, "client_id=");
+    yp_percent_encode(&b, c->client_id, strlen(c->client_id));
+    luaL_addstring(&b, "&client_secret=");
+    yp_percent_encode(&b, c->client_secret, strlen(c->client_secret));
+    luaL_addstring(&b, "&grant_type=pp_credentials");
+  }
+  luaL_pushresult(&b);
+  lua_pushfstring(L, "%s%s", c->base_url, YP_TOKEN_ENDPOINT->path);
+  call k = {YP_TOKEN_ENDPOINT, {NULL, NULL, NULL, 0},
+            "Content-Type: application/x-www-form-urlencoded", 0, 0, 0, deadline, 0};
+  k.req.url = lua_tostring(L, -1);
+  k.req.path = k.req.url + strlen(c->base_url);
+  k.req.body = lua_tolstring(L, -2, &k.req.body_len);
+  int ok = run_call(L, c, &k);
+  lua_replace(L, -3);
+  lua_pop(L, 1);
+  if (!ok) return 0;
+
+  const char *token = lua_istable(L, -1) ? field_string(L, -1, "token") : NULL;
+  if (!token) {
+    lua_pop(L, 1);
+    yp_error e = {YP_KIND_DECODE, "bad_token_response", "the token response has no token", 200,
+                  NULL, 0, YP_TOKEN_ENDPOINT->name};
+    yp_push_error(L, &e);
+    return 0;
+  }
+  const char *head = field_string(L, -1, "tokenHead"), *rt = field_string(L, -1, "refreshToken");
+  double lifetime = field_number(L, -1, "expiresIn");
+  if (!(lifetime > 0)) lifetime = ACCESS_TOKEN_LIFETIME;
+  drop_tokens(c);
+  c->access_token = dup_or_raise(L, token);
+  c->refresh_token = dup_or_raise(L, rt);
+  c->token_head = dup_or_raise(L, head && !strchr(head, ' ') ? head : "Bearer");
+  c->access_obtained = now_wall();
+  c->access_expires = c->access_obtained + lifetime;
+  c->refresh_expires = c->access_obtained + REFRESH_TOKEN_LIFETIME;
+  lua_pop(L, 1);
+  store_call_save(L, c);
+  return 1;
+}
+
+static int ensure_token(lua_State *L, yp_client *c, double deadline) {
+  if (!c->store_loaded) store_call_load(L, c);
+  double now = now_wall(), ahead = (c->access_expires - c->access_obtained) / 4;
+  if (ahead > REFRESH_AHEAD_MAX) ahead = REFRESH_AHEAD_MAX;
+  if (c->access_token && now < c->access_expires - ahead) return 1;
+  if (c->refresh_token && now < c->refresh_expires) {
+    if (token_exchange(L, c, 1, deadline)) return 1;
+    lua_pop(L, 1); /* a failed refresh falls back to the client credentials */
+    wipe_free(&c->refresh_token);
+  }
+  return token_exchange(L, c, 0, deadline);
+}
+
+/* Token_Details without the tokens: they stay inside the client. */
+static int push_token_details(lua_State *L, yp_client *c) {
+  lua_createtable(L, 0, 2);
+  lua_pushfstring(L, "%d", (int)(c->access_expires - now_wall() + 0.5));
+  lua_setfield(L, -2, "expiresIn");
+  lua_pushstring(L, c->token_head);
+  lua_setfield(L, -2, "tokenHead");
+  return 1;
+}
+
+static int fail(lua_State *L) {
+  lua_pushnil(L);
+  lua_insert(L, -2);
+  return 2;
+}
+
+/* ---- methods ---------------------------------------------------------------------------- */
+
+static int token_method(lua_State *L, yp_client *c, const yp_endpoint *ep) {
+  if (!lua_isnoneornil(L, 2)) luaL_checktype(L, 2, LUA_TTABLE);
+  if (lua_istable(L, 2)) {
+    lua_pushnil(L);
+    if (lua_next(L, 2)) luaL_error(L, "%s: takes no parameters", ep->name);
+  }
+  double deadline = now_mono() + c->deadline;
+  int refresh = strcmp(ep->name, "refresh_access_token") == 0;
+  if (refresh && !c->refresh_token) {
+    yp_error e = {YP_KIND_AUTH, "no_refresh_token", "there is no refresh token yet; log in first",
+                  0, NULL, 0, ep->name};
+    yp_push_error(L, &e);
+    return fail(L);
+  }
+  return token_exchange(L, c, refresh, deadline) ? push_token_details(L, c) : fail(L);
+}
+
+/* Every endpoint method: upvalue 1 is its descriptor. */
+static int endpoint_method(lua_State *L) {
+  yp_client *c = check_open(L, 1);
+  const yp_endpoint *ep = (const yp_endpoint *)lua_touserdata(L, lua_upvalueindex(1));
+  if (ep->flags & YP_TOKEN) return token_method(L, c, ep);
+  call k = {ep, {NULL, NULL, NULL, 0}, NULL, 0, 0, 0, now_mono() + c->deadline, 0};
+  yp_build_request(L, c->base_url, ep, 2, &k.req);
+  if (k.req.body) k.content_type = "Content-Type: application/json";
+  return run_call(L, c, &k) ? 1 : fail(L);
+}
+
+static const yp_endpoint *check_endpoint(lua_State *L, int idx) {
+  const yp_endpoint *ep = yp_find_endpoint(luaL_checkstring(L, idx));
+  if (!ep || (ep->flags & YP_TOKEN))
+    luaL_argerror(L, idx, lua_pushfstring(L, "unknown endpoint '%s'", lua_tostring(L, idx)));
+  return ep;
+}
+
+/* client:prepare(name, params) -> {method, url, path, body}: the exact request, nothing sent. */
+static int client_prepare(lua_State *L) {
+  yp_client *c = check_open(L, 1);
+  const yp_endpoint *ep = check_endpoint(L, 2);
+  yp_request req;
+  yp_build_request(L, c->base_url, ep, 3, &req);
+  lua_createtable(L, 0, 4);
+  lua_pushstring(L, ep->method);
+  lua_setfield(L, -2, "method");
+  lua_pushvalue(L, -3);
+  lua_setfield(L, -2, "url");
+  lua_pushstring(L, req.path);
+  lua_setfield(L, -2, "path");
+  lua_pushvalue(L, -2);
+  lua_setfield(L, -2, "body");
+  return 1;
+}
+
+/* ---- batch ------------------------------------------------------------------------------ */
+
+#define DEFAULT_CONCURRENCY 8
+#define MAX_CONCURRENCY 256
+#define BATCH_RESULTS 7 /* stack slots used by client_batch */
+#define BATCH_OPTS 4
+
+/* Stores the value on top as item i's {result=} or {err=}, tells on_result, pops the value. */
+static void batch_finish(lua_State *L, yp_client *c, int i, int ok, int has_callback) {
+  lua_createtable(L, 0, 1);
+  lua_pushvalue(L, -2);
+  lua_setfield(L, -2, ok ? "result" : "err");
+  lua_rawseti(L, BATCH_RESULTS, i + 1);
+  if (has_callback) {
+    lua_getfield(L, BATCH_OPTS, "on_result");
+    lua_pushinteger(L, i + 1);
+    lua_pushvalue(L, -3);
+    lua_pushnil(L);
+    if (!ok) lua_insert(L, -2); /* (i, nil, err) */
+    if (lua_pcall(L, 3, 0, 0) != YP_LUA_OK) {
+      yp_transport_cancel(c->transport); /* leave the transport reusable, then re-raise */
+      lua_error(L);
+    }
+  }
+  lua_pop(L, 1);
+}
+
+static int batch_options(lua_State *L, int *has_callback) {
+  int concurrency = DEFAULT_CONCURRENCY;
+  *has_callback = 0;
+  if (lua_isnoneornil(L, BATCH_OPTS)) return concurrency;
+  luaL_checktype(L, BATCH_OPTS, LUA_TTABLE);
+  for (lua_pushnil(L); lua_next(L, BATCH_OPTS); lua_pop(L, 1)) {
+    const char *key = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : "?";
+    if (strcmp(key, "concurrency") == 0 && yp_isinteger(L, -1) && lua_tointeger(L, -1) >= 1 &&
+        lua_tointeger(L, -1) <= MAX_CONCURRENCY)
+      concurrency = (int)lua_tointeger(L, -1);
+    else if (strcmp(key, "on_result") == 0 && lua_isfunction(L, -1))
+      *has_callback = 1;
+    else
+      luaL_error(L, "batch: bad option '%s' (concurrency: integer 1..%d, on_result: function)",
+                 key, MAX_CONCURRENCY);
+  }
+  return concurrency;
+}
+
+/* client:batch(name, list, {concurrency=, on_result=}) -> {{result=}|{err=}, ...} in list
+ * order, at most `concurrency` requests in flight. Every item is checked before anything is
+ * sent; each item gets the retry policy and deadline of a single call. */
+static int client_batch(lua_State *L) {
+  yp_client *c = check_open(L, 1);
+  const yp_endpoint *ep = check_endpoint(L, 2);
+  luaL_checktype(L, 3, LUA_TTABLE);
+  int has_callback, concurrency = batch_options(L, &has_callback);
+  lua_settop(L, BATCH_OPTS);
+  int n = (int)yp_rawlen(L, 3);
+  call *calls = (call *)yp_newuserdata(L, (size_t)(n ? n : 1) * sizeof *calls); /* 5 */
+  lua_createtable(L, 2 * n, 0); /* 6: anchors every request's strings */
+  lua_createtable(L, n, 0);     /* 7 = BATCH_RESULTS */
+  int *waiting = (int *)yp_newuserdata(L, (size_t)(n ? n : 1) * sizeof *waiting); /* 8 */
+  for (int i = 0; i < n; i++) {
+    lua_rawgeti(L, 3, i + 1);
+    if (!lua_istable(L, -1))
+      luaL_error(L, "batch: item %d must be a table (got %s)", i + 1, luaL_typename(L, -1));
+    call k = {ep, {NULL, NULL, NULL, 0}, NULL, 0, 0, 0, 0, 0};
+    yp_build_request(L, c->base_url, ep, -1, &k.req);
+    if (k.req.body) k.content_type = "Content-Type: application/json";
+    calls[i] = k;
+    lua_rawseti(L, 6, 2 * i + 2);
+    lua_rawseti(L, 6, 2 * i + 1);
+    lua_pop(L, 1);
+  }
+  if (concurrency > n) concurrency = n ? n : 1;
+  if (!yp_transport_start(c->transport, concurrency + 1)) luaL_error(L, "batch: out of memory");
+
+  /* on_slot[s]: the call running on slot s; slot 0 belongs to blocking token exchanges. */
+  int on_slot[MAX_CONCURRENCY + 1], next = 0, in_flight = 0, finished = 0, nwaiting = 0;
+  for (int s = 0; s <= concurrency; s++) on_slot[s] = -1;
+  while (finished < n) {
+    /* Fill free slots: retries whose pause is over first, then new items. */
+    for (int s = 1; s <= concurrency && finished < n; s++) {
+      if (on_slot[s] >= 0) continue;
+      int pick = -1;
+      double now = now_mono();
+      for (int w = 0; w < nwaiting && pick < 0; w++)
+        if (calls[waiting[w]].not_before <= now) {
+          pick = waiting[w];
+          waiting[w] = waiting[--nwaiting];
+        }
+      if (pick < 0 && next < n) pick = next++;
+      if (pick < 0) break;
+      call *k = &calls[pick];
+      if (k->attempt == 0) k->deadline = now + c->deadline;
+      const char *lines[5];
+      char *auth_line;
+      int ok = make_headers(L, c, k, lines, &auth_line);
+      if (ok && now_mono() >= k->deadline) {
+        push_deadline_error(L, k);
+        ok = 0;
+      }
+      if (!ok) { /* no token or no time left: the item fails unsent */
+        wipe_free(&auth_line);
+        finished++;
+        batch_finish(L, c, pick, 0, has_callback);
+        s--; /* the slot is still free */
+        continue;
+      }
+      yp_http_request h = http_request_for(c, k, lines);
+      k->attempt++;
+      ok = yp_transport_submit(c->transport, s, &h);
+      wipe_free(&auth_line);
+      if (!ok) luaL_error(L, "batch: out of memory");
+      on_slot[s] = pick;
+      in_flight++;
+    }
+    if (finished >= n) break;
+    if (in_flight == 0) { /* only paused retries left */
+      double wake = HUGE_VAL;
+      for (int w = 0; w < nwaiting; w++)
+        if (calls[waiting[w]].not_before < wake) wake = calls[waiting[w]].not_before;
+      yp_transport_sleep(c->transport, wake - now_mono());
+      continue;
+    }
+    int s = yp_transport_wait(c->transport);
+    if (s <= 0) continue;
+    int i = on_slot[s];
+    on_slot[s] = -1;
+    in_flight--;
+    const yp_http_response *r = yp_transport_response(c->transport, s);
+    outcome out = evaluate(L, c, &calls[i], r);
+    double delay = out == OUT_DONE ? -1 : next_delay(c, &calls[i], out, r);
+    log_attempt(L, c, &calls[i], r, out, delay);
+    if (delay >= 0) {
+      lua_pop(L, 1);
+      calls[i].not_before = now_mono() + delay;
+      waiting[nwaiting++] = i;
+      continue;
+    }
+    finished++;
+    batch_finish(L, c, i, out == OUT_DONE, has_callback);
+  }
+  lua_pushvalue(L, BATCH_RESULTS);
+  return 1;
+}
+
+/* ---- registration ----------------------------------------------------------------------- */
+
+void yp_client_register(lua_State *L) {
+  static const luaL_Reg meta[] = {{"__gc", client_gc},
+                                  {"__close", client_gc},
+                                  {"__tostring", client_tostring},
+                                  {NULL, NULL}};
+  static const luaL_Reg methods[] = {{"close", client_close},
+                                     {"prepare", client_prepare},
+                                     {"batch", client_batch},
+                                     {NULL, NULL}};
+  luaL_newmetatable(L, YP_CLIENT_MT);
+  yp_setfuncs(L, meta);
+  lua_pushliteral(L, "yeastar.partner.Client");
+  lua_setfield(L, -2, "__name");
+  lua_newtable(L);
+  yp_setfuncs(L, methods);
+  for (size_t i = 0; i < yp_endpoint_count; i++) {
+    lua_pushlightuserdata(L, (void *)(uintptr_t)&yp_endpoints[i]);
+    lua_pushcclosure(L, endpoint_method, 1);
+    lua_setfield(L, -2, yp_endpoints[i].name);
+  }
+  lua_pushvalue(L, -1);
+  lua_setfield(L, -3, "__index");
+  lua_remove(L, -2); /* leave the methods table for the Lua-side workflows */
+}

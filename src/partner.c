@@ -1,0 +1,77 @@
+/* partner.c: the module entry point (luaopen_yeastar_partner): version, null sentinel,
+ * constructor, JSON helpers, endpoint catalogue, and the Lua-side workflows embedded in the .so. */
+#include <curl/curl.h>
+
+#include "client.h"
+#include "endpoints.h"
+#include "errors.h"
+#include "json.h"
+#include "token_store.h"
+#include "version.h"
+#include "workflows_lua.h"
+
+/* partner.endpoints[name] = {method=, path=, paged=, replay_safe=, params={...}}, for tools,
+ * docs and the workflows; the C table stays the only source. */
+static void push_catalogue(lua_State *L) {
+  static const char *places[] = {"member", "path", "query", "body"};
+  static const char *types[] = {"?", "string", "integer", "boolean", "object", "list"};
+  lua_createtable(L, 0, (int)yp_endpoint_count);
+  for (size_t i = 0; i < yp_endpoint_count; i++) {
+    const yp_endpoint *ep = &yp_endpoints[i];
+    lua_createtable(L, 0, 5);
+    lua_pushstring(L, ep->method);
+    lua_setfield(L, -2, "method");
+    lua_pushstring(L, ep->path);
+    lua_setfield(L, -2, "path");
+    lua_pushboolean(L, (ep->flags & YP_PAGED) != 0);
+    lua_setfield(L, -2, "paged");
+    lua_pushboolean(L, (ep->flags & YP_REPLAY_SAFE) != 0);
+    lua_setfield(L, -2, "replay_safe");
+    lua_newtable(L);
+    int n = 0;
+    for (const yp_field *f = ep->params; f->name; f++) {
+      lua_createtable(L, 0, 4);
+      lua_pushstring(L, f->name);
+      lua_setfield(L, -2, "name");
+      lua_pushstring(L, places[f->place]);
+      lua_setfield(L, -2, "place");
+      lua_pushstring(L, types[f->type]);
+      lua_setfield(L, -2, "type");
+      lua_pushboolean(L, f->required);
+      lua_setfield(L, -2, "required");
+      lua_rawseti(L, -2, ++n);
+    }
+    lua_setfield(L, -2, "params");
+    lua_setfield(L, -2, ep->name);
+  }
+}
+
+__attribute__((visibility("default"))) int luaopen_yeastar_partner(lua_State *L);
+
+int luaopen_yeastar_partner(lua_State *L) {
+  static const luaL_Reg functions[] = {{"new", yp_client_new},
+                                       {"json_decode", json_l_decode},
+                                       {"json_encode", json_l_encode},
+                                       {"file_token_store", yp_file_token_store},
+                                       {NULL, NULL}};
+  /* Process-wide and reference-counted by libcurl; never cleaned up, as other users may remain. */
+  if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
+    return luaL_error(L, "yeastar.partner: cannot initialise libcurl");
+  yp_errors_register(L);
+  yp_client_register(L); /* leaves the methods table */
+  lua_newtable(L);
+  yp_setfuncs(L, functions);
+  lua_pushliteral(L, YP_VERSION);
+  lua_setfield(L, -2, "_VERSION");
+  json_push_null(L);
+  lua_setfield(L, -2, "null");
+  push_catalogue(L);
+  lua_setfield(L, -2, "endpoints");
+
+  if (luaL_loadbuffer(L, yp_workflows_lua, sizeof yp_workflows_lua, "=yeastar/partner/workflows.lua"))
+    return lua_error(L);
+  lua_pushvalue(L, -2); /* module */
+  lua_pushvalue(L, -4); /* methods */
+  lua_call(L, 2, 0);
+  return 1;
+}

@@ -1,0 +1,299 @@
+/* transport_curl.c: the libcurl implementation of transport.h. One multi handle owns the
+ * connection pool, so sequential calls and concurrent batches reuse connections and TLS sessions. */
+#include <curl/curl.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include "transport.h"
+
+#define RETRY_AFTER_MAX 3600.0 /* the client caps it lower; this only bounds parsing */
+
+typedef struct slot {
+  struct yp_transport *owner;
+  CURL *easy;
+  struct curl_slist *headers;
+  int busy;     /* added to the multi handle */
+  int finished; /* completed, not yet collected by wait or perform */
+  int too_large;
+  size_t body_cap;
+  yp_http_response resp;
+  char errbuf[CURL_ERROR_SIZE];
+} slot;
+
+struct yp_transport {
+  CURLM *multi;
+  yp_transport_config config;
+  slot *slots;
+  int nslots;
+};
+
+static size_t on_body(char *data, size_t size, size_t n, void *userdata) {
+  slot *s = userdata;
+  size_t len = size * n, need = s->resp.body_len + len + 1;
+  if (need - 1 > s->owner->config.max_response) {
+    s->too_large = 1; /* returning short makes libcurl stop with CURLE_WRITE_ERROR */
+    return 0;
+  }
+  if (need > s->body_cap) {
+    size_t cap = s->body_cap ? s->body_cap : 4096;
+    while (cap < need) cap *= 2;
+    char *p = realloc(s->resp.body, cap);
+    if (!p) return 0;
+    s->resp.body = p;
+    s->body_cap = cap;
+  }
+  memcpy(s->resp.body + s->resp.body_len, data, len);
+  s->resp.body_len += len;
+  s->resp.body[s->resp.body_len] = '\0';
+  return len;
+}
+
+static size_t on_header(char *data, size_t size, size_t n, void *userdata) {
+  slot *s = userdata;
+  size_t len = size * n;
+  static const char name[] = "retry-after:";
+  if (len > 5 && strncmp(data, "HTTP/", 5) == 0) s->resp.retry_after = -1; /* a new response */
+  if (len > sizeof name - 1 && len < 128 && strncasecmp(data, name, sizeof name - 1) == 0) {
+    char value[128];
+    size_t v = sizeof name - 1;
+    while (v < len && (data[v] == ' ' || data[v] == '\t')) v++;
+    size_t vlen = len - v;
+    while (vlen && (data[v + vlen - 1] == '\r' || data[v + vlen - 1] == '\n')) vlen--;
+    memcpy(value, data + v, vlen);
+    value[vlen] = '\0';
+    char *end;
+    double secs = strtod(value, &end);
+    if (end == value || *end) { /* not delta-seconds: an HTTP date */
+      time_t when = curl_getdate(value, NULL);
+      secs = when < 0 ? -1 : difftime(when, time(NULL));
+      if (when >= 0 && secs < 0) secs = 0;
+    }
+    if (secs >= 0) s->resp.retry_after = secs > RETRY_AFTER_MAX ? RETRY_AFTER_MAX : secs;
+  }
+  return len;
+}
+
+static CURL *new_easy(yp_transport *t, slot *s) {
+  CURL *e = curl_easy_init();
+  if (!e) return NULL;
+  const yp_transport_config *c = &t->config;
+  curl_easy_setopt(e, CURLOPT_PRIVATE, s);
+  curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+  curl_easy_setopt(e, CURLOPT_ERRORBUFFER, s->errbuf);
+  curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
+  curl_easy_setopt(e, CURLOPT_WRITEDATA, s);
+  curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
+  curl_easy_setopt(e, CURLOPT_HEADERDATA, s);
+  curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, c->allow_http ? "http,https" : "https");
+  curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
+  curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 1L);
+  curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 2L);
+  if (c->ca_file) curl_easy_setopt(e, CURLOPT_CAINFO, c->ca_file);
+  curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, c->connect_timeout_ms);
+  curl_easy_setopt(e, CURLOPT_LOW_SPEED_LIMIT, c->low_speed_limit);
+  curl_easy_setopt(e, CURLOPT_LOW_SPEED_TIME, c->low_speed_time);
+  curl_easy_setopt(e, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)c->max_response);
+  curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
+  return e;
+}
+
+yp_transport *yp_transport_new(const yp_transport_config *config, char *err, size_t errlen) {
+  yp_transport *t = calloc(1, sizeof *t);
+  if (t) t->multi = curl_multi_init();
+  if (!t || !t->multi) {
+    snprintf(err, errlen, "cannot initialise libcurl");
+    free(t);
+    return NULL;
+  }
+  t->config = *config;
+  return t;
+}
+
+void yp_transport_free(yp_transport *t) {
+  if (!t) return;
+  for (int i = 0; i < t->nslots; i++) {
+    slot *s = &t->slots[i];
+    if (s->easy) {
+      if (s->busy) curl_multi_remove_handle(t->multi, s->easy);
+      curl_easy_cleanup(s->easy);
+    }
+    curl_slist_free_all(s->headers);
+    free(s->resp.body);
+  }
+  free(t->slots);
+  curl_multi_cleanup(t->multi);
+  free(t);
+}
+
+int yp_transport_start(yp_transport *t, int slots) {
+  if (slots <= t->nslots) return 1;
+  slot *p = realloc(t->slots, (size_t)slots * sizeof *p);
+  if (!p) return 0;
+  memset(p + t->nslots, 0, (size_t)(slots - t->nslots) * sizeof *p);
+  t->slots = p;
+  for (int i = 0; i < slots; i++) { /* realloc moved them: re-point the callbacks */
+    p[i].owner = t;
+    if (p[i].easy) {
+      curl_easy_setopt(p[i].easy, CURLOPT_PRIVATE, &p[i]);
+      curl_easy_setopt(p[i].easy, CURLOPT_WRITEDATA, &p[i]);
+      curl_easy_setopt(p[i].easy, CURLOPT_HEADERDATA, &p[i]);
+      curl_easy_setopt(p[i].easy, CURLOPT_ERRORBUFFER, p[i].errbuf);
+    }
+  }
+  t->nslots = slots;
+  return 1;
+}
+
+int yp_transport_submit(yp_transport *t, int index, const yp_http_request *req) {
+  slot *s = &t->slots[index];
+  if (!s->easy && !(s->easy = new_easy(t, s))) return 0;
+  s->resp.status = 0;
+  s->resp.body_len = 0;
+  s->resp.retry_after = -1;
+  s->resp.error = YP_TR_OK;
+  s->resp.maybe_sent = 0;
+  s->resp.detail[0] = s->errbuf[0] = '\0';
+  s->too_large = 0;
+
+  curl_slist_free_all(s->headers);
+  /* "Expect:" stops libcurl from adding Expect: 100-continue to larger bodies. */
+  s->headers = curl_slist_append(NULL, "Expect:");
+  for (const char *const *h = req->headers; s->headers && *h; h++) {
+    struct curl_slist *n = curl_slist_append(s->headers, *h);
+    if (!n) {
+      curl_slist_free_all(s->headers);
+      s->headers = NULL;
+    }
+    s->headers = n;
+  }
+  if (!s->headers) return 0;
+
+  CURL *e = s->easy;
+  curl_easy_setopt(e, CURLOPT_URL, req->url);
+  curl_easy_setopt(e, CURLOPT_HTTPHEADER, s->headers);
+  curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, req->timeout_ms > 0 ? req->timeout_ms : 1L);
+  curl_easy_setopt(e, CURLOPT_FRESH_CONNECT, req->fresh_connection ? 1L : 0L);
+  if (strcmp(req->method, "POST") == 0) {
+    curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)req->body_len);
+    curl_easy_setopt(e, CURLOPT_COPYPOSTFIELDS, req->body ? req->body : "");
+  } else {
+    curl_easy_setopt(e, CURLOPT_HTTPGET, 1L);
+  }
+  if (curl_multi_add_handle(t->multi, e) != CURLM_OK) return 0;
+  s->busy = 1;
+  s->finished = 0;
+  return 1;
+}
+
+/* Whether any request byte can have left: errors that stop before the request is written say no. */
+static void classify(slot *s, CURLcode code) {
+  yp_http_response *r = &s->resp;
+  curl_off_t pretransfer = 0;
+  curl_easy_getinfo(s->easy, CURLINFO_PRETRANSFER_TIME_T, &pretransfer);
+  switch (code) {
+    case CURLE_OK: r->error = YP_TR_OK; r->maybe_sent = 1; return;
+    case CURLE_COULDNT_RESOLVE_HOST:
+    case CURLE_COULDNT_RESOLVE_PROXY: r->error = YP_TR_DNS; break;
+    case CURLE_COULDNT_CONNECT: r->error = YP_TR_CONNECT; break;
+    case CURLE_SSL_CONNECT_ERROR:
+    case CURLE_PEER_FAILED_VERIFICATION:
+    case CURLE_SSL_CACERT_BADFILE:
+    case CURLE_SSL_CERTPROBLEM:
+    case CURLE_SSL_CIPHER:
+    case CURLE_SSL_ISSUER_ERROR:
+    case CURLE_SSL_ENGINE_NOTFOUND: r->error = YP_TR_TLS; break;
+    case CURLE_UNSUPPORTED_PROTOCOL:
+    case CURLE_URL_MALFORMAT: r->error = YP_TR_OTHER; break;
+    case CURLE_OPERATION_TIMEDOUT:
+      r->error = YP_TR_TIMEOUT;
+      r->maybe_sent = pretransfer > 0; /* zero: still connecting or in the TLS handshake */
+      break;
+    case CURLE_WRITE_ERROR:
+    case CURLE_FILESIZE_EXCEEDED:
+      r->error = s->too_large || code == CURLE_FILESIZE_EXCEEDED ? YP_TR_TOO_LARGE : YP_TR_OTHER;
+      r->maybe_sent = 1;
+      break;
+    case CURLE_SEND_ERROR:
+    case CURLE_RECV_ERROR:
+    case CURLE_GOT_NOTHING:
+    case CURLE_PARTIAL_FILE: r->error = YP_TR_LOST; r->maybe_sent = 1; break;
+    default: r->error = YP_TR_OTHER; r->maybe_sent = 1; break; /* unknown: assume the worst */
+  }
+  snprintf(r->detail, sizeof r->detail, "%.150s", s->errbuf[0] ? s->errbuf : curl_easy_strerror(code));
+}
+
+/* Moves completed transfers from libcurl's queue to their slots' `finished` flag. */
+static void collect(yp_transport *t) {
+  CURLMsg *m;
+  int queued;
+  while ((m = curl_multi_info_read(t->multi, &queued))) {
+    if (m->msg != CURLMSG_DONE) continue;
+    slot *s;
+    curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, (char **)&s);
+    CURLcode code = m->data.result;
+    curl_easy_getinfo(s->easy, CURLINFO_RESPONSE_CODE, &s->resp.status);
+    curl_easy_getinfo(s->easy, CURLINFO_TOTAL_TIME, &s->resp.elapsed);
+    classify(s, code);
+    curl_multi_remove_handle(t->multi, s->easy);
+    s->busy = 0;
+    s->finished = 1;
+  }
+}
+
+static void drive(yp_transport *t) {
+  int running;
+  curl_multi_perform(t->multi, &running);
+  collect(t);
+}
+
+int yp_transport_wait(yp_transport *t) {
+  for (;;) {
+    int busy = 0;
+    for (int i = 0; i < t->nslots; i++) {
+      if (t->slots[i].finished) {
+        t->slots[i].finished = 0;
+        return i;
+      }
+      busy |= t->slots[i].busy;
+    }
+    if (!busy) return -1;
+    curl_multi_poll(t->multi, NULL, 0, 250, NULL);
+    drive(t);
+  }
+}
+
+void yp_transport_cancel(yp_transport *t) {
+  for (int i = 0; i < t->nslots; i++) {
+    slot *s = &t->slots[i];
+    if (s->busy) curl_multi_remove_handle(t->multi, s->easy);
+    s->busy = s->finished = 0;
+  }
+}
+
+const yp_http_response *yp_transport_response(yp_transport *t, int index) {
+  return &t->slots[index].resp;
+}
+
+const yp_http_response *yp_transport_perform(yp_transport *t, const yp_http_request *req) {
+  static const yp_http_response no_memory = {0, NULL, 0, -1, YP_TR_OTHER, 0, 0, "out of memory"};
+  if (!yp_transport_start(t, 1) || !yp_transport_submit(t, 0, req)) return &no_memory;
+  slot *s = &t->slots[0];
+  drive(t);
+  while (!s->finished) { /* other slots' completions stay flagged for yp_transport_wait */
+    curl_multi_poll(t->multi, NULL, 0, 250, NULL);
+    drive(t);
+  }
+  s->finished = 0;
+  return &s->resp;
+}
+
+void yp_transport_sleep(yp_transport *t, double seconds) {
+  (void)t;
+  if (seconds <= 0) return;
+  struct timespec ts = {(time_t)seconds, (long)((seconds - (double)(time_t)seconds) * 1e9)};
+  while (nanosleep(&ts, &ts) == -1 && errno == EINTR) {
+  }
+}

@@ -1,0 +1,3 @@
+-- workflows.lua: the renewal jobs built on the endpoint methods (paging, order lookup,
+-- Remote Management renewal, fleet auto-renewal). Embedded in partner.so at build time.
+local partner, methods = ...
