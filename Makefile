@@ -35,8 +35,44 @@ PREFIX  ?= /usr/local
 LUA_LIBDIR ?= $(PREFIX)/lib/lua/$(LUA_VERSION)
 INSTALL_DIR = $(DESTDIR)$(LUA_LIBDIR)/yeastar
 
-.PHONY: all install deps test demo fake-portal clean
+.PHONY: all install deps test demo fake-portal memcheck check bench rock clean
 all: $(MODULE)
+
+# The README's two commands. Each installs missing Debian packages first (as root).
+demo: deps all
+	tools/with-fake-portal.sh $(LUA) examples/demo.lua
+
+test: deps all
+	busted
+
+deps:
+	@tools/install-deps.sh
+
+fake-portal: deps
+	python3 fakeportal/portal.py --state-dir build/fake-portal --port $${PORT:-8443}
+
+# The whole suite again against an ASan+UBSan build of the module (see NOTES on Lua + ASan).
+# Children (the Python portal, curl) must not inherit the preloaded runtime.
+ASAN_RT = $(shell clang -print-file-name=libclang_rt.asan-x86_64.so)
+SAN     = -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
+memcheck: deps
+	$(MAKE) BUILD=build-asan CC=clang OPT="-O1 -g $(SAN)" \
+		LIBFLAG="-shared -shared-libasan $(SAN) -Wl,-z,nodelete" build-asan/yeastar/partner.so
+	YP_SANITIZED=1 LD_PRELOAD=$(ASAN_RT) \
+		ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:exitcode=23 \
+		LSAN_OPTIONS=suppressions=$(CURDIR)/tools/lsan.supp:print_suppressions=0 \
+		UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+		busted --cpath=./build-asan/?.so --exclude-tags=external
+
+# Decoder conformance is part of the suite; `check` adds the time-boxed fuzzers.
+check: test fuzz
+
+bench: deps all
+	tools/with-fake-portal.sh $(LUA) bench/fleet_bench.lua
+	$(LUA) bench/json_bench.lua
+
+rock: deps
+	luarocks --lua-version=$(LUA_VERSION) make --tree build/rocktree yeastar-partner-*-1.rockspec
 
 build/gen/workflows_lua.h: src/workflows.lua tools/embed.lua
 	@mkdir -p $(dir $@)
@@ -56,3 +92,5 @@ install: $(MODULE)
 
 clean:
 	rm -rf build build-*
+
+-include fuzz/fuzz.mk

@@ -82,6 +82,24 @@ static int error_tostring(lua_State *L) {
   return 1;
 }
 
+/* new_error{kind=, code=, message=, endpoint=, status=}: for the embedded Lua workflows. */
+static int error_new(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  lua_getfield(L, 1, "kind");
+  lua_getfield(L, 1, "code");
+  lua_getfield(L, 1, "message");
+  lua_getfield(L, 1, "endpoint");
+  lua_getfield(L, 1, "status");
+  yp_error e = {luaL_checkstring(L, 2), luaL_checkstring(L, 3), lua_tostring(L, 4),
+                (long)lua_tointeger(L, 6), NULL, 0, lua_tostring(L, 5)};
+  yp_push_error(L, &e);
+  return 1;
+}
+
+void yp_push_error_constructor(lua_State *L) {
+  lua_pushcfunction(L, error_new);
+}
+
 void yp_errors_register(lua_State *L) {
   if (luaL_newmetatable(L, YP_ERROR_MT)) {
     lua_pushcfunction(L, error_tostring);

@@ -27,5 +27,7 @@ typedef struct yp_error {
 /* Pushes a new error object. The message is flattened to one line. */
 void yp_push_error(lua_State *L, const yp_error *e);
 void yp_errors_register(lua_State *L);
+/* Pushes new_error(fields), the constructor handed to the embedded workflows. */
+void yp_push_error_constructor(lua_State *L);
 
 #endif

@@ -72,6 +72,7 @@ int luaopen_yeastar_partner(lua_State *L) {
     return lua_error(L);
   lua_pushvalue(L, -2); /* module */
   lua_pushvalue(L, -4); /* methods */
-  lua_call(L, 2, 0);
+  yp_push_error_constructor(L);
+  lua_call(L, 3, 0);
   return 1;
 }

@@ -1,3 +1,229 @@
 -- workflows.lua: the renewal jobs built on the endpoint methods (paging, order lookup,
 -- Remote Management renewal, fleet auto-renewal). Embedded in partner.so at build time.
-local partner, methods = ...
+local partner, methods, new_error = ...
+
+-- The fixed values of seed 002 (the Remote Management renewal tutorial), kept in one place.
+local REMOTE_MANAGEMENT = {
+  productId = 15,
+  plan_name = "Remote Management Account",
+  service = { serviceType = "plan", purchaseType = "renew", billingModel = "recurring",
+              billingCycle = "annually", multiCycle = 1 },
+}
+
+local function copy(t)
+  local c = {}
+  for k, v in pairs(t or {}) do c[k] = v end
+  return c
+end
+
+-- Strict option tables, as for partner.new: a typo raises instead of being ignored.
+local function check_options(fname, opts, allowed)
+  if opts == nil then return {} end
+  if type(opts) ~= "table" then
+    error(("%s: options must be a table (got %s)"):format(fname, type(opts)), 3)
+  end
+  for k, v in pairs(opts) do
+    local want = allowed[k]
+    if not want then error(("%s: unknown option '%s'"):format(fname, tostring(k)), 3) end
+    -- "id": an integer or a decimal string, as everywhere else IDs are accepted
+    local ok = want == "id" and (math.type(v) == "integer" or type(v) == "string") or type(v) == want
+    if not ok then
+      error(("%s: option '%s' must be %s (got %s)"):format(fname, k,
+        want == "id" and "an integer or a decimal string" or "a " .. want, type(v)), 3)
+    end
+  end
+  return opts
+end
+
+-- client:each(name, params): records of a paged list, one page fetched at a time. A failure
+-- ends the loop with (false, err), so `if not record then ... end` sees it.
+function methods:each(name, params)
+  local ep = partner.endpoints[name]
+  if not (ep and ep.paged) then
+    error(("each: '%s' is not a paged endpoint"):format(tostring(name)), 2)
+  end
+  local query = copy(params)
+  local page_no = query.pageNo or 1
+  self:prepare(name, query) -- raise on bad parameters now, not at the first iteration
+  local records, i, done = {}, 0, false
+  return function()
+    while not done do
+      if i < #records then
+        i = i + 1
+        return records[i]
+      end
+      query.pageNo = page_no
+      local page, err = self[name](self, query)
+      if not page then
+        done = true
+        return false, err
+      end
+      records, i = type(page.results) == "table" and page.results or {}, 0
+      done = #records == 0 or page_no >= (tonumber(page.totalPage) or page_no)
+      page_no = page_no + 1
+    end
+    if i < #records then
+      i = i + 1
+      return records[i]
+    end
+    return nil
+  end
+end
+
+local FIND_ORDER_OPTIONS = { poNumber = "string", productNo = "string", productId = "id",
+                             since = "number", pageSize = "number", max_records = "number" }
+
+-- client:find_order{poNumber=, productNo=, productId=, since=} -> order | false | nil, err
+-- Walks the order list newest first; the way to settle an `ambiguous` create_order.
+function methods:find_order(criteria)
+  criteria = check_options("find_order", criteria, FIND_ORDER_OPTIONS)
+  if not criteria.poNumber and not (criteria.since and (criteria.productNo or criteria.productId)) then
+    error("find_order: give poNumber, or since with productNo or productId", 2)
+  end
+  local since_ms = criteria.since and criteria.since * 1000
+  local max_records = criteria.max_records or 500
+  local seen = 0
+  for order, err in self:each("orders", { sort = "-id", pageSize = criteria.pageSize or 50 }) do
+    if not order then return nil, err end
+    local created = tonumber(order.createTime)
+    if since_ms and created and created < since_ms then break end -- older ones follow
+    local ok = not criteria.poNumber or order.customReferenceNo == criteria.poNumber
+    if ok and (criteria.productNo or criteria.productId) then
+      local info = order
+      if order.productNo == nil and order.productId == nil then
+        -- Modelled: the list may not carry the product; the details do.
+        local details, derr = self:order_details { id = order.id }
+        if not details then return nil, derr end
+        info = details.basicInformation or {}
+      end
+      ok = (not criteria.productNo or info.productNo == criteria.productNo)
+        and (not criteria.productId or tostring(info.productId) == tostring(criteria.productId))
+    end
+    if ok then return order end
+    seen = seen + 1
+    if seen >= max_records then break end
+  end
+  return false
+end
+
+local RENEW_RM_OPTIONS = { planId = "id", billingId = "id", partnerId = "string",
+                           poNumber = "string", productNo = "string", dry_run = "boolean" }
+
+local function plan_id_of(self, product_id, plan_name)
+  local info, err = self:plans_and_services { productId = product_id }
+  if not info then return nil, err end
+  for _, plan in ipairs(type(info.planList) == "table" and info.planList or {}) do
+    if plan.name == plan_name then return plan.planId end
+  end
+  return nil, new_error { kind = "api", code = "plan_not_found", endpoint = "plans_and_services",
+    message = ("product %d offers no plan named %q"):format(product_id, plan_name) }
+end
+
+local function billing_id_of(self)
+  local contacts, err = self:billing_contacts()
+  if not contacts then return nil, err end
+  if #contacts == 1 then return contacts[1].billingContactId end
+  local choices = {}
+  for i, c in ipairs(contacts) do
+    choices[i] = ("%s (%s)"):format(tostring(c.billingContactId), tostring(c.emailAddress))
+  end
+  local e = new_error { kind = "api", code = "billing_contact_required", endpoint = "billing_contacts",
+    message = ("the account has %d billing contacts; pass billingId, one of: %s")
+      :format(#contacts, #choices > 0 and table.concat(choices, ", ") or "none") }
+  e.choices = contacts
+  return nil, e
+end
+
+-- client:renew_remote_management{planId=, billingId=, partnerId=, poNumber=, dry_run=}
+-- Seed 002 as one call: look up what is missing, then create the renewal order (or, with
+-- dry_run, return the exact request it would send and send nothing).
+function methods:renew_remote_management(opts)
+  opts = check_options("renew_remote_management", opts, RENEW_RM_OPTIONS)
+  local billing_id = opts.billingId
+  local plan_id, err = opts.planId, nil
+  if not plan_id then
+    plan_id, err = plan_id_of(self, REMOTE_MANAGEMENT.productId, REMOTE_MANAGEMENT.plan_name)
+    if not plan_id then return nil, err end
+  end
+  if not billing_id then
+    billing_id, err = billing_id_of(self)
+    if not billing_id then return nil, err end
+  end
+  if opts.partnerId then
+    local user, uerr = self:subordinate_user { partnerId = opts.partnerId }
+    if not user then return nil, uerr end
+  end
+  local service = copy(REMOTE_MANAGEMENT.service)
+  service.serviceId = plan_id
+  local order = {
+    operationType = "renew_plan", productId = REMOTE_MANAGEMENT.productId,
+    productNo = opts.productNo, partnerId = opts.partnerId, billingId = billing_id,
+    poNumber = opts.poNumber, serviceList = { service },
+  }
+  if opts.dry_run then
+    local request = self:prepare("create_order", order)
+    return { dry_run = true, method = request.method, path = request.path, body = request.body,
+             order = order }
+  end
+  return self:create_order(order)
+end
+
+local ENSURE_OPTIONS = { concurrency = "number", dry_run = "boolean", on_progress = "function" }
+
+-- client:ensure_auto_renewal(devices, opts) -> report
+-- For each {productNo, productId, planOrServiceId}: check the status, enable it where off.
+-- One device's failure never stops the others; the report says what happened to each.
+function methods:ensure_auto_renewal(devices, opts)
+  opts = check_options("ensure_auto_renewal", opts, ENSURE_OPTIONS)
+  if type(devices) ~= "table" then
+    error(("ensure_auto_renewal: devices must be a list (got %s)"):format(type(devices)), 2)
+  end
+  local total = #devices
+  local status_params = {}
+  for i, d in ipairs(devices) do
+    if type(d) ~= "table" then
+      error(("ensure_auto_renewal: device %d must be a table (got %s)"):format(i, type(d)), 2)
+    end
+    self:prepare("enable_auto_renewal", d) -- every device fully checked before any I/O
+    status_params[i] = { productNo = d.productNo, productId = d.productId }
+  end
+
+  local report = { devices = {}, total = total,
+                   totals = { already_on = 0, enabled = 0, would_enable = 0, failed = 0 } }
+  local done = 0
+  local function settle(i, outcome, err)
+    report.devices[i] = { device = devices[i], outcome = outcome, err = err }
+    report.totals[outcome] = report.totals[outcome] + 1
+    done = done + 1
+    if opts.on_progress then opts.on_progress(done, total, devices[i], outcome, err) end
+  end
+
+  local to_enable, index_of = {}, {}
+  self:batch("auto_renewal_status", status_params, {
+    concurrency = opts.concurrency,
+    on_result = function(i, result, err)
+      if not result then
+        settle(i, "failed", err)
+      elseif type(result) == "table" and result.autoRenew == true then
+        settle(i, "already_on")
+      elseif opts.dry_run then
+        settle(i, "would_enable")
+      else
+        to_enable[#to_enable + 1] = devices[i]
+        index_of[#to_enable] = i
+      end
+    end,
+  })
+  self:batch("enable_auto_renewal", to_enable, {
+    concurrency = opts.concurrency,
+    on_result = function(j, result, err)
+      if result == true then
+        settle(index_of[j], "enabled")
+      else
+        settle(index_of[j], "failed", err or new_error { kind = "api", code = "not_enabled",
+          endpoint = "enable_auto_renewal", message = "the portal did not confirm auto-renewal" })
+      end
+    end,
+  })
+  return report
+end

@@ -1,0 +1,22 @@
+#!/bin/sh
+# install-deps.sh: makes sure the Debian 12 packages that the build, tests and demo need are here.
+# As root it installs what is missing with apt-get; otherwise it names them and stops.
+set -eu
+packages="build-essential make pkg-config git curl ca-certificates openssl python3
+lua5.4 liblua5.4-dev libcurl4-openssl-dev lua-busted lua-socket lua-cjson luarocks
+clang llvm libclang-rt-14-dev valgrind"
+missing=""
+for p in $packages; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"
+done
+[ -z "$missing" ] && exit 0
+if [ "$(id -u)" -ne 0 ]; then
+  echo "yeastar-partner needs these Debian packages:$missing" >&2
+  echo "Install them as root:  apt-get install -y --no-install-recommends$missing" >&2
+  exit 1
+fi
+echo "Installing Debian packages:$missing"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+# shellcheck disable=SC2086
+apt-get install -y -qq --no-install-recommends $missing

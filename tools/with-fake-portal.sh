@@ -1,0 +1,25 @@
+#!/bin/sh
+# with-fake-portal.sh CMD...: starts the bundled fake portal on 127.0.0.1, runs CMD with
+# YEASTAR_BASE_URL, YEASTAR_CA_FILE, YEASTAR_CLIENT_ID and YEASTAR_CLIENT_SECRET set, stops it.
+set -eu
+dir=$(mktemp -d "${TMPDIR:-/tmp}/yeastar-fake-portal.XXXXXX")
+python3 fakeportal/portal.py --state-dir "$dir" >"$dir/stdout" 2>"$dir/stderr" &
+pid=$!
+trap 'kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; rm -rf "$dir"' EXIT INT TERM
+i=0
+while [ ! -f "$dir/portal.json" ]; do
+  i=$((i + 1))
+  if [ "$i" -gt 150 ] || ! kill -0 "$pid" 2>/dev/null; then
+    echo "the fake portal did not start:" >&2
+    cat "$dir/stderr" >&2
+    exit 1
+  fi
+  sleep 0.1
+done
+eval "$(python3 -c '
+import json, shlex, sys
+p = json.load(open(sys.argv[1]))
+for k, v in (("BASE_URL", "base_url"), ("CA_FILE", "ca_file"), ("CLIENT_ID", "client_id"), ("CLIENT_SECRET", "client_secret")):
+    print("export YEASTAR_%s=%s" % (k, shlex.quote(str(p[v]))))
+' "$dir/portal.json")"
+"$@"
