@@ -68,7 +68,7 @@ memcheck: deps
 check: test fuzz
 
 bench: deps all
-	tools/with-fake-portal.sh $(LUA) bench/fleet_bench.lua
+	$(LUA) bench/fleet_bench.lua
 	$(LUA) bench/json_bench.lua
 
 rock: deps

@@ -5,7 +5,14 @@ set -eu
 dir=$(mktemp -d "${TMPDIR:-/tmp}/yeastar-fake-portal.XXXXXX")
 python3 fakeportal/portal.py --state-dir "$dir" >"$dir/stdout" 2>"$dir/stderr" &
 pid=$!
-trap 'kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; rm -rf "$dir"' EXIT INT TERM
+# $! may be a wrapper (a pyenv shim forks the real interpreter): stop the PID the portal reports.
+stop() {
+  real=$(cat "$dir/portal.pid" 2>/dev/null || true)
+  kill "$pid" ${real:+"$real"} 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+  rm -rf "$dir"
+}
+trap stop EXIT INT TERM
 i=0
 while [ ! -f "$dir/portal.json" ]; do
   i=$((i + 1))

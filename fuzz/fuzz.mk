@@ -1,0 +1,32 @@
+# fuzz.mk: libFuzzer run for the JSON codec; included by the main Makefile (`make fuzz`), or alone:
+# `make -f fuzz/fuzz.mk fuzz FUZZ_SECONDS=20`. Writes only under build/fuzz/ (binary, corpus copy, crashes).
+FUZZ_SECONDS     ?= 30
+FUZZ_MAX_LEN     ?= 4096
+FUZZ_CC          ?= clang
+# The fuzzer is a program, not a module, so it links liblua itself; always the 5.4 build.
+FUZZ_LUA_CFLAGS  ?= -I/usr/include/lua5.4
+FUZZ_LUA_LIBS    ?= -llua5.4
+FUZZ_DIR         ?= build/fuzz
+FUZZ_CFLAGS      ?= -g -O1 -fno-omit-frame-pointer -fsanitize=fuzzer,address,undefined \
+                    -fno-sanitize-recover=all
+
+# Included, keep the includer's default goal (or none yet, so its first target still wins);
+# run alone (`make -f fuzz/fuzz.mk`), default to `fuzz`.
+fuzz_saved_goal := $(.DEFAULT_GOAL)
+fuzz_alone := $(filter 1,$(words $(MAKEFILE_LIST)))
+
+.PHONY: fuzz fuzz-build
+fuzz: $(FUZZ_DIR)/fuzz_json
+	rm -rf $(FUZZ_DIR)/corpus-json
+	mkdir -p $(FUZZ_DIR)/corpus-json $(FUZZ_DIR)/crashes
+	cp fuzz/corpus/json/* $(FUZZ_DIR)/corpus-json/
+	$(FUZZ_DIR)/fuzz_json -max_total_time=$(FUZZ_SECONDS) -max_len=$(FUZZ_MAX_LEN) -timeout=10 \
+	    -print_final_stats=1 -artifact_prefix=$(FUZZ_DIR)/crashes/ $(FUZZ_DIR)/corpus-json
+
+fuzz-build: $(FUZZ_DIR)/fuzz_json
+
+$(FUZZ_DIR)/fuzz_json: fuzz/fuzz_json.c src/json.c src/json.h src/compat.h
+	@mkdir -p $(FUZZ_DIR)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -Isrc $(FUZZ_LUA_CFLAGS) fuzz/fuzz_json.c src/json.c $(FUZZ_LUA_LIBS) -lm -o $@
+
+.DEFAULT_GOAL := $(if $(fuzz_alone),fuzz,$(fuzz_saved_goal))
