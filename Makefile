@@ -35,7 +35,7 @@ PREFIX  ?= /usr/local
 LUA_LIBDIR ?= $(PREFIX)/lib/lua/$(LUA_VERSION)
 INSTALL_DIR = $(DESTDIR)$(LUA_LIBDIR)/yeastar
 
-.PHONY: all install deps test demo fake-portal memcheck check bench rock clean
+.PHONY: all install deps test demo fake-portal memcheck check bench rock reference clean
 all: $(MODULE)
 
 # The README's two commands. Each installs missing Debian packages first (as root).
@@ -70,6 +70,10 @@ check: test fuzz
 bench: deps all
 	$(LUA) bench/fleet_bench.lua
 	$(LUA) bench/json_bench.lua
+
+# Prints the README's method reference, derived from the endpoint table.
+reference: all
+	@$(LUA) tools/gen-reference.lua
 
 rock: deps
 	luarocks --lua-version=$(LUA_VERSION) make --tree build/rocktree yeastar-partner-*-1.rockspec

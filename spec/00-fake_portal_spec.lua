@@ -25,7 +25,7 @@ local SEED_002_BODY = [[{
   ]
 }]]
 
-describe("fake portal (checked with curl)", function()
+describe("fake portal (checked with curl) #external", function()
   local portal
 
   setup(function()

@@ -47,3 +47,23 @@ describe("luarocks #external", function()
     assert.equal(partner._VERSION .. "\n", loaded)
   end)
 end)
+
+describe("README", function()
+  local readme = assert(io.open("README.md")):read("a")
+
+  it("documents every endpoint method with a syntax line and the two commands", function()
+    local n = 0
+    for name in pairs(partner.endpoints) do
+      n = n + 1
+      assert.truthy(readme:find("syntax: result, err = client:" .. name, 1, true), name)
+    end
+    assert.equal(27, n)
+    assert.truthy(readme:find("make demo", 1, true))
+    assert.truthy(readme:find("make test", 1, true))
+  end)
+
+  it(".ci/run calls the README's test command", function()
+    local ci = assert(io.open(".ci/run")):read("a")
+    assert.truthy(ci:find("\nmake test\n", 1, true))
+  end)
+end)

@@ -153,7 +153,9 @@ function M.start_portal(opts)
   opts = opts or {}
   local dir = command_output("mktemp -d -t yeastar-portal.XXXXXX")
   assert(dir ~= "" and dir:find("yeastar-portal.", 1, true), "mktemp failed")
-  local args = { "python3", shell_quote(portal_script()), "--state-dir", shell_quote(dir) }
+  -- `make memcheck` preloads the ASan runtime into busted; the portal must not inherit it.
+  local args = { "env -u LD_PRELOAD -u ASAN_OPTIONS -u LSAN_OPTIONS -u UBSAN_OPTIONS python3",
+                 shell_quote(portal_script()), "--state-dir", shell_quote(dir) }
   local config = {}
   for k, v in pairs(opts) do
     if CLI_OPTIONS[k] then

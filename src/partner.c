@@ -10,7 +10,7 @@
 #include "version.h"
 #include "workflows_lua.h"
 
-/* partner.endpoints[name] = {method=, path=, paged=, replay_safe=, params={...}}, for tools,
+/* partner.endpoints[name] = {index=, method=, path=, paged=, replay_safe=, params={...}}, for tools,
  * docs and the workflows; the C table stays the only source. */
 static void push_catalogue(lua_State *L) {
   static const char *places[] = {"member", "path", "query", "body"};
@@ -18,7 +18,9 @@ static void push_catalogue(lua_State *L) {
   lua_createtable(L, 0, (int)yp_endpoint_count);
   for (size_t i = 0; i < yp_endpoint_count; i++) {
     const yp_endpoint *ep = &yp_endpoints[i];
-    lua_createtable(L, 0, 5);
+    lua_createtable(L, 0, 6);
+    lua_pushinteger(L, (lua_Integer)i + 1); /* the table's order: the guide's order */
+    lua_setfield(L, -2, "index");
     lua_pushstring(L, ep->method);
     lua_setfield(L, -2, "method");
     lua_pushstring(L, ep->path);
