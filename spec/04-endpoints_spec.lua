@@ -1021,7 +1021,7 @@ describe("endpoints", function()
       rejects("product_details", { productNo = "3651E0529415", productId = " 12" },
         "product_details: parameter 'productId' must be an integer or a decimal string (got \" 12\")")
       rejects("enable_auto_renewal", { productNo = "3651E0529415", productId = 12.5, planOrServiceId = 1 },
-        "enable_auto_renewal: parameter 'productId' must be a string (got number)")
+        "enable_auto_renewal: parameter 'productId' is a float that cannot hold an exact integer; pass an integer or a decimal string")
       rejects("create_subordinate_user", { userType = "Customer", yeastarId = "a@b.c", company = "C",
         country = "DE", sendUserActivationEmail = "yes" },
         "create_subordinate_user: parameter 'sendUserActivationEmail' must be a boolean (got string)")
@@ -1073,7 +1073,7 @@ describe("endpoints", function()
       p.serviceList[2] = copy(p.serviceList[1])
       p.serviceList[2].serviceID = p.serviceList[2].serviceId
       rejects("create_order", p,
-        "create_order: unknown parameter 'serviceList[2].serviceID' (did you mean 'serviceId'?)")
+        "create_order: unknown parameter 'serviceList[2].serviceID' (did you mean 'serviceList[2].serviceId'?)")
       p = seed_002_params()
       p.serviceList[1].multiCycle = "one"
       rejects("create_order", p,
@@ -1085,11 +1085,11 @@ describe("endpoints", function()
 
     it("an orderPceSpecialRequest with an unknown member or of the wrong type", function()
       rejects("create_order", merge(seed_002_params(), { orderPceSpecialRequest = { pbxName = "x", regionID = "1" } }),
-        "create_order: unknown parameter 'orderPceSpecialRequest.regionID' (did you mean 'regionId'?)")
+        "create_order: unknown parameter 'orderPceSpecialRequest.regionID' (did you mean 'orderPceSpecialRequest.regionId'?)")
       rejects("create_order", merge(seed_002_params(), { orderPceSpecialRequest = "eu" }),
         "create_order: parameter 'orderPceSpecialRequest' must be a table (got string)")
       rejects("create_order", merge(seed_002_params(), { orderPceSpecialRequest = { regionId = 1.5 } }),
-        "create_order: parameter 'orderPceSpecialRequest.regionId' must be a string (got number)")
+        "create_order: parameter 'orderPceSpecialRequest.regionId' is a float that cannot hold an exact integer; pass an integer or a decimal string")
     end)
 
     it("leaves the caller's table unchanged", function()

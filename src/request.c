@@ -42,8 +42,8 @@ static void check_names(lua_State *L, const char *fn, const char *prefix, int t,
     }
     if (!f->name) {
       if (near)
-        luaL_error(L, "%s: unknown parameter '%s%s' (did you mean '%s'?)", fn, prefix, key,
-                   near->name);
+        luaL_error(L, "%s: unknown parameter '%s%s' (did you mean '%s%s'?)", fn, prefix, key,
+                   prefix, near->name);
       luaL_error(L, "%s: unknown parameter '%s%s'", fn, prefix, key);
     }
   }
@@ -81,13 +81,12 @@ static void push_integer_text(lua_State *L, const char *fn, const char *name, co
   lua_pushvalue(L, idx);
 }
 
-/* Wire text of a string parameter, pushed. A Lua integer is taken as its decimal text. */
+/* Wire text of a string parameter, pushed. A number is taken as its decimal text under the
+ * integer rule above (IDs such as productId often arrive as numbers, even as 12.0). */
 static void push_string_text(lua_State *L, const char *fn, const char *name, const yp_field *f,
                              int idx) {
-  if (lua_type(L, idx) == LUA_TNUMBER && yp_isinteger(L, idx)) {
-    char num[32];
-    snprintf(num, sizeof num, "%lld", (long long)lua_tointeger(L, idx));
-    lua_pushstring(L, num);
+  if (lua_type(L, idx) == LUA_TNUMBER) {
+    push_integer_text(L, fn, name, f, idx);
     return;
   }
   if (lua_type(L, idx) != LUA_TSTRING) wrong_type(L, fn, name, f, idx);

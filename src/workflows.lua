@@ -10,6 +10,15 @@ local REMOTE_MANAGEMENT = {
               billingCycle = "annually", multiCycle = 1 },
 }
 
+-- Re-raises a caller mistake that the C layer found, at the caller's own line rather than ours.
+local function as_caller(fn, ...)
+  local ok, result = pcall(fn, ...)
+  if not ok then
+    error((tostring(result):gsub("^yeastar/partner/workflows%.lua:%d+: ", "")), 3)
+  end
+  return result
+end
+
 local function copy(t)
   local c = {}
   for k, v in pairs(t or {}) do c[k] = v end
@@ -44,7 +53,7 @@ function methods:each(name, params)
   end
   local query = copy(params)
   local page_no = query.pageNo or 1
-  self:prepare(name, query) -- raise on bad parameters now, not at the first iteration
+  as_caller(self.prepare, self, name, query) -- bad parameters raise now, not mid-loop
   local records, i, done = {}, 0, false
   return function()
     while not done do
@@ -140,6 +149,15 @@ end
 function methods:renew_remote_management(opts)
   opts = check_options("renew_remote_management", opts, RENEW_RM_OPTIONS)
   local billing_id = opts.billingId
+  local service = copy(REMOTE_MANAGEMENT.service)
+  local order = {
+    operationType = "renew_plan", productId = REMOTE_MANAGEMENT.productId,
+    productNo = opts.productNo, partnerId = opts.partnerId, billingId = billing_id or 0,
+    poNumber = opts.poNumber, serviceList = { service },
+  }
+  service.serviceId = opts.planId or 0
+  as_caller(self.prepare, self, "create_order", order) -- bad IDs raise before any lookup
+
   local plan_id, err = opts.planId, nil
   if not plan_id then
     plan_id, err = plan_id_of(self, REMOTE_MANAGEMENT.productId, REMOTE_MANAGEMENT.plan_name)
@@ -153,13 +171,7 @@ function methods:renew_remote_management(opts)
     local user, uerr = self:subordinate_user { partnerId = opts.partnerId }
     if not user then return nil, uerr end
   end
-  local service = copy(REMOTE_MANAGEMENT.service)
-  service.serviceId = plan_id
-  local order = {
-    operationType = "renew_plan", productId = REMOTE_MANAGEMENT.productId,
-    productNo = opts.productNo, partnerId = opts.partnerId, billingId = billing_id,
-    poNumber = opts.poNumber, serviceList = { service },
-  }
+  service.serviceId, order.billingId = plan_id, billing_id
   if opts.dry_run then
     local request = self:prepare("create_order", order)
     return { dry_run = true, method = request.method, path = request.path, body = request.body,
@@ -175,6 +187,10 @@ local ENSURE_OPTIONS = { concurrency = "number", dry_run = "boolean", on_progres
 -- One device's failure never stops the others; the report says what happened to each.
 function methods:ensure_auto_renewal(devices, opts)
   opts = check_options("ensure_auto_renewal", opts, ENSURE_OPTIONS)
+  local concurrency = opts.concurrency
+  if concurrency ~= nil and not (math.type(concurrency) == "integer" and concurrency >= 1) then
+    error("ensure_auto_renewal: option 'concurrency' must be a positive integer", 2)
+  end
   if type(devices) ~= "table" then
     error(("ensure_auto_renewal: devices must be a list (got %s)"):format(type(devices)), 2)
   end
@@ -184,7 +200,7 @@ function methods:ensure_auto_renewal(devices, opts)
     if type(d) ~= "table" then
       error(("ensure_auto_renewal: device %d must be a table (got %s)"):format(i, type(d)), 2)
     end
-    self:prepare("enable_auto_renewal", d) -- every device fully checked before any I/O
+    as_caller(self.prepare, self, "enable_auto_renewal", d) -- all checked before any I/O
     status_params[i] = { productNo = d.productNo, productId = d.productId }
   end
 
