@@ -1,4 +1,4 @@
-# fuzz.mk: libFuzzer run for the JSON codec; included by the main Makefile (`make fuzz`), or alone:
+# fuzz.mk: libFuzzer runs for the JSON codec and the request builder; included by the main Makefile (`make fuzz`), or alone:
 # `make -f fuzz/fuzz.mk fuzz FUZZ_SECONDS=20`. Writes only under build/fuzz/ (binary, corpus copy, crashes).
 FUZZ_SECONDS     ?= 30
 FUZZ_MAX_LEN     ?= 4096
@@ -16,14 +16,21 @@ fuzz_saved_goal := $(.DEFAULT_GOAL)
 fuzz_alone := $(filter 1,$(words $(MAKEFILE_LIST)))
 
 .PHONY: fuzz fuzz-build
-fuzz: $(FUZZ_DIR)/fuzz_json
-	rm -rf $(FUZZ_DIR)/corpus-json
-	mkdir -p $(FUZZ_DIR)/corpus-json $(FUZZ_DIR)/crashes
-	cp fuzz/corpus/json/* $(FUZZ_DIR)/corpus-json/
-	$(FUZZ_DIR)/fuzz_json -max_total_time=$(FUZZ_SECONDS) -max_len=$(FUZZ_MAX_LEN) -timeout=10 \
-	    -print_final_stats=1 -artifact_prefix=$(FUZZ_DIR)/crashes/ $(FUZZ_DIR)/corpus-json
+# Each target (decoder, request builder) runs FUZZ_SECONDS on a scratch copy of its corpus.
+fuzz: fuzz-build
+	set -e; for t in json request; do \
+	  rm -rf $(FUZZ_DIR)/corpus-$$t; mkdir -p $(FUZZ_DIR)/corpus-$$t $(FUZZ_DIR)/crashes; \
+	  cp fuzz/corpus/$$t/* $(FUZZ_DIR)/corpus-$$t/; \
+	  $(FUZZ_DIR)/fuzz_$$t -max_total_time=$(FUZZ_SECONDS) -max_len=$(FUZZ_MAX_LEN) -timeout=10 \
+	    -print_final_stats=1 -artifact_prefix=$(FUZZ_DIR)/crashes/ $(FUZZ_DIR)/corpus-$$t; \
+	done
 
-fuzz-build: $(FUZZ_DIR)/fuzz_json
+fuzz-build: $(FUZZ_DIR)/fuzz_json $(FUZZ_DIR)/fuzz_request
+
+$(FUZZ_DIR)/fuzz_request: fuzz/fuzz_request.c src/request.c src/endpoints.c src/json.c src/*.h
+	@mkdir -p $(FUZZ_DIR)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -Isrc $(FUZZ_LUA_CFLAGS) fuzz/fuzz_request.c src/request.c \
+	    src/endpoints.c src/json.c $(FUZZ_LUA_LIBS) -lm -o $@
 
 $(FUZZ_DIR)/fuzz_json: fuzz/fuzz_json.c src/json.c src/json.h src/compat.h
 	@mkdir -p $(FUZZ_DIR)
