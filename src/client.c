@@ -532,13 +532,13 @@ static int make_headers(lua_State *L, yp_client *c, call *k, const char *lines[5
   return 1;
 }
 
+/* Calls that must not run twice get a fresh connection: libcurl silently re-sends a request
+ * whose reused connection died before any reply, and that could place an order twice. */
 static yp_http_request http_request_for(yp_client *c, call *k, const char *const *lines) {
   double left = k->deadline - now_mono();
   double timeout = left < c->timeout ? left : c->timeout;
   yp_http_request h = {k->ep->method, k->req.url, lines, k->req.body, k->req.body_len,
                        (long)(timeout * 1000), !(k->ep->flags & YP_REPLAY_SAFE)};
-  /* fresh_connection for calls that must not run twice: libcurl silently re-sends a request
-   * whose reused connection died before any reply, and that could place an order twice. */
   return h;
 }
 

@@ -15,10 +15,6 @@ void json_push_null(lua_State *L) {
   lua_pushlightuserdata(L, NULL);
 }
 
-int json_is_null(lua_State *L, int idx) {
-  return lua_type(L, idx) == LUA_TLIGHTUSERDATA && lua_touserdata(L, idx) == NULL;
-}
-
 /* ---------------------------------------------------------------------------------------------
  * UTF-8
  * ------------------------------------------------------------------------------------------- */

@@ -11,7 +11,6 @@
 
 /* JSON null is the light userdata NULL (documented to users as partner.null; same value as cjson.null). */
 void json_push_null(lua_State *L);
-int json_is_null(lua_State *L, int idx);
 
 /* Decodes `len` bytes. On success pushes one value and returns 1. On failure pushes nothing,
  * writes a one-line reason with the 1-based byte offset into err (e.g. "invalid JSON: unexpected

@@ -26,7 +26,7 @@ typedef struct slot {
 struct yp_transport {
   CURLM *multi;
   yp_transport_config config;
-  slot *slots;
+  slot **slots; /* each slot allocated once, so libcurl's pointers to it stay valid */
   int nslots;
 };
 
@@ -115,13 +115,14 @@ yp_transport *yp_transport_new(const yp_transport_config *config, char *err, siz
 void yp_transport_free(yp_transport *t) {
   if (!t) return;
   for (int i = 0; i < t->nslots; i++) {
-    slot *s = &t->slots[i];
+    slot *s = t->slots[i];
     if (s->easy) {
       if (s->busy) curl_multi_remove_handle(t->multi, s->easy);
       curl_easy_cleanup(s->easy);
     }
     curl_slist_free_all(s->headers);
     free(s->resp.body);
+    free(s);
   }
   free(t->slots);
   curl_multi_cleanup(t->multi);
@@ -130,25 +131,18 @@ void yp_transport_free(yp_transport *t) {
 
 int yp_transport_start(yp_transport *t, int slots) {
   if (slots <= t->nslots) return 1;
-  slot *p = realloc(t->slots, (size_t)slots * sizeof *p);
+  slot **p = realloc(t->slots, (size_t)slots * sizeof *p);
   if (!p) return 0;
-  memset(p + t->nslots, 0, (size_t)(slots - t->nslots) * sizeof *p);
   t->slots = p;
-  for (int i = 0; i < slots; i++) { /* realloc moved them: re-point the callbacks */
-    p[i].owner = t;
-    if (p[i].easy) {
-      curl_easy_setopt(p[i].easy, CURLOPT_PRIVATE, &p[i]);
-      curl_easy_setopt(p[i].easy, CURLOPT_WRITEDATA, &p[i]);
-      curl_easy_setopt(p[i].easy, CURLOPT_HEADERDATA, &p[i]);
-      curl_easy_setopt(p[i].easy, CURLOPT_ERRORBUFFER, p[i].errbuf);
-    }
+  for (; t->nslots < slots; t->nslots++) {
+    if (!(p[t->nslots] = calloc(1, sizeof **p))) return 0;
+    p[t->nslots]->owner = t;
   }
-  t->nslots = slots;
   return 1;
 }
 
 int yp_transport_submit(yp_transport *t, int index, const yp_http_request *req) {
-  slot *s = &t->slots[index];
+  slot *s = t->slots[index];
   if (!s->easy && !(s->easy = new_easy(t, s))) return 0;
   s->resp.status = 0;
   s->resp.body_len = 0;
@@ -253,11 +247,11 @@ int yp_transport_wait(yp_transport *t) {
   for (;;) {
     int busy = 0;
     for (int i = 0; i < t->nslots; i++) {
-      if (t->slots[i].finished) {
-        t->slots[i].finished = 0;
+      if (t->slots[i]->finished) {
+        t->slots[i]->finished = 0;
         return i;
       }
-      busy |= t->slots[i].busy;
+      busy |= t->slots[i]->busy;
     }
     if (!busy) return -1;
     curl_multi_poll(t->multi, NULL, 0, 250, NULL);
@@ -267,20 +261,20 @@ int yp_transport_wait(yp_transport *t) {
 
 void yp_transport_cancel(yp_transport *t) {
   for (int i = 0; i < t->nslots; i++) {
-    slot *s = &t->slots[i];
+    slot *s = t->slots[i];
     if (s->busy) curl_multi_remove_handle(t->multi, s->easy);
     s->busy = s->finished = 0;
   }
 }
 
 const yp_http_response *yp_transport_response(yp_transport *t, int index) {
-  return &t->slots[index].resp;
+  return &t->slots[index]->resp;
 }
 
 const yp_http_response *yp_transport_perform(yp_transport *t, const yp_http_request *req) {
   static const yp_http_response no_memory = {0, NULL, 0, -1, YP_TR_OTHER, 0, 0, "out of memory"};
   if (!yp_transport_start(t, 1) || !yp_transport_submit(t, 0, req)) return &no_memory;
-  slot *s = &t->slots[0];
+  slot *s = t->slots[0];
   drive(t);
   while (!s->finished) { /* other slots' completions stay flagged for yp_transport_wait */
     curl_multi_poll(t->multi, NULL, 0, 250, NULL);
