@@ -6,8 +6,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <errno.h>
 #include <time.h>
 
+#include "classify.h"
 #include "client.h"
 #include "endpoints.h"
 #include "errors.h"
@@ -33,9 +35,18 @@
 #define ACCESS_TOKEN_LIFETIME 1800.0
 #define REFRESH_TOKEN_LIFETIME (15 * 24 * 3600.0)
 #define REFRESH_AHEAD_MAX 180.0 /* refresh this early, or a quarter of the lifetime if shorter */
+/* A server's expiresIn is believed only within these bounds; anything else gets the model's. */
+#define ACCESS_TOKEN_LIFETIME_MIN 1.0
+#define ACCESS_TOKEN_LIFETIME_MAX (30 * 24 * 3600.0)
+#define STORED_TIME_MAX 1e11 /* seconds since the epoch: a stored time beyond it is garbage */
 
 typedef struct yp_client {
-  yp_transport *transport; /* NULL when closed */
+  yp_transport *transport; /* NULL once released */
+  /* Re-entrancy: `depth` counts the method calls under way on this client (a callback may call
+   * another). close() during one only sets `closed`; the release waits until depth is 0, so no
+   * C frame ever holds a pointer into freed client state. */
+  int depth, closed;
+  unsigned token_gen; /* bumped whenever the access token changes (see next_delay) */
   char *base_url, *ua_header, *client_id, *client_secret, *ca_file;
   double timeout, connect_timeout, deadline, retry_base_delay, retry_max_delay;
   int max_retries, max_depth, allow_http;
@@ -55,10 +66,15 @@ typedef struct call {
   yp_request req;
   const char *content_type;
   int attempt, retries, reauthed;
+  unsigned auth_gen; /* the token generation this attempt was sent with */
   double deadline, not_before;
 } call;
 
-typedef enum { OUT_DONE, OUT_FAIL, OUT_RETRY, OUT_REAUTH } outcome;
+typedef yp_outcome outcome;
+#define OUT_DONE YP_OUT_DONE
+#define OUT_FAIL YP_OUT_FAIL
+#define OUT_RETRY YP_OUT_RETRY
+#define OUT_REAUTH YP_OUT_REAUTH
 
 static double now_mono(void) {
   struct timespec ts;
@@ -88,15 +104,14 @@ static char *dup_or_raise(lua_State *L, const char *s) {
   return d;
 }
 
-/* Replaces the secret and both tokens in the string on top of the stack: a server that echoes
- * what it was sent must not make us print a secret. */
-static void redact_top(lua_State *L, const yp_client *c) {
-  const char *secrets[] = {c->client_secret, c->access_token, c->refresh_token};
-  for (size_t i = 0; i < sizeof secrets / sizeof *secrets; i++) {
-    if (!secrets[i] || !*secrets[i] || !strstr(lua_tostring(L, -1), secrets[i])) continue;
-    luaL_gsub(L, lua_tostring(L, -1), secrets[i], "[REDACTED]");
-    lua_remove(L, -2);
-  }
+/* What is redacted from every server text this client turns into a message or a log line. */
+static void client_secrets(const yp_client *c, const char *out[YP_MAX_SECRETS + 1]) {
+  out[0] = c->client_secret;
+  out[1] = c->access_token;
+  out[2] = c->refresh_token;
+  out[3] = NULL;
+  if (!out[1]) out[1] = out[2], out[2] = NULL;
+  if (!out[0]) out[0] = out[1], out[1] = out[2], out[2] = NULL;
 }
 
 static void drop_tokens(yp_client *c) {
@@ -128,24 +143,77 @@ static yp_client *check_client(lua_State *L, int idx) {
 
 static yp_client *check_open(lua_State *L, int idx) {
   yp_client *c = check_client(L, idx);
-  if (!c->transport) luaL_error(L, "yeastar.partner: the client is closed");
+  if (c->closed) luaL_error(L, "yeastar.partner: the client is closed");
   return c;
 }
 
+/* The I/O part of a method: runs with the client marked busy. Its stack starts with the job
+ * (index 1) and the values the method passed along (2, 3, ...). */
+typedef int (*io_body)(lua_State *L, struct yp_client *c, void *state);
+typedef struct io_job {
+  io_body body;
+  struct yp_client *client;
+  void *state;
+} io_job;
+
+static int io_trampoline(lua_State *L) {
+  io_job *job = (io_job *)lua_touserdata(L, 1);
+  return job->body(L, job->client, job->state);
+}
+
+/* Runs body under lua_pcall with the client marked busy, so that the mark, the transport slots
+ * the call reserved and a close made meanwhile are settled however the body ends (a callback's
+ * error included); then returns its results or re-raises its error unchanged. The nargs values
+ * on top become the body's arguments 2..nargs+1. Argument checks belong before this: Lua names
+ * the method in their messages only outside the pcall. */
+static int guarded(lua_State *L, yp_client *c, io_body body, void *state, int nargs) {
+  io_job job = {body, c, state};
+  int mark = yp_transport_mark(c->transport), base = lua_gettop(L) - nargs;
+  lua_pushcfunction(L, io_trampoline);
+  lua_pushlightuserdata(L, &job);
+  lua_insert(L, base + 1);
+  lua_insert(L, base + 1);
+  c->depth++;
+  int status = lua_pcall(L, nargs + 1, LUA_MULTRET, 0);
+  c->depth--;
+  yp_transport_release_to(c->transport, mark);
+  if (c->closed && c->depth == 0) client_release(L, c);
+  if (status != YP_LUA_OK) return lua_error(L);
+  return lua_gettop(L) - base;
+}
+
+/* The client's base URL as a string on the stack: request building may run the caller's
+ * metamethods, which may close the client and free its copy. */
+static const char *push_base_url(lua_State *L, yp_client *c) {
+  lua_pushstring(L, c->base_url);
+  return lua_tostring(L, -1);
+}
+
+static void push_closed_error(lua_State *L, const char *endpoint) {
+  yp_error e = {YP_KIND_CLOSED, "client_closed",
+                "the client was closed before this call could be sent", 0, NULL, 0, endpoint, NULL};
+  yp_push_error(L, &e);
+}
+
+/* close(), __close and __gc. Inside a call on this client (from any callback) it only marks the
+ * client closed: the call under way ends its remaining work with a `closed` error and the
+ * release happens when it returns. */
 static int client_close(lua_State *L) {
-  client_release(L, check_client(L, 1));
+  yp_client *c = check_client(L, 1);
+  c->closed = 1;
+  if (c->depth == 0) client_release(L, c);
   lua_pushboolean(L, 1);
   return 1;
 }
 
 static int client_gc(lua_State *L) {
-  client_release(L, check_client(L, 1));
+  client_close(L);
   return 0;
 }
 
 static int client_tostring(lua_State *L) {
   yp_client *c = check_client(L, 1);
-  if (c->transport) lua_pushfstring(L, YP_CLIENT_MT " (%s)", c->base_url);
+  if (!c->closed) lua_pushfstring(L, YP_CLIENT_MT " (%s)", c->base_url);
   else lua_pushliteral(L, YP_CLIENT_MT " (closed)");
   return 1;
 }
@@ -182,11 +250,22 @@ static void check_option_names(lua_State *L) {
   }
 }
 
+/* The byte length of option `name` (a string, or a number converted to one). */
+static size_t option_length(lua_State *L, const char *name) {
+  lua_getfield(L, 1, name);
+  size_t n = 0;
+  lua_tolstring(L, -1, &n);
+  lua_pop(L, 1);
+  return n;
+}
+
 static const char *opt_string(lua_State *L, const char *name, const char *def, int required) {
   lua_getfield(L, 1, name);
   const char *s = lua_tostring(L, -1);
   lua_pop(L, 1); /* still anchored in the options table */
   if (!s && required) luaL_error(L, "new: option '%s' is required", name);
+  if (s && !*s && required) luaL_error(L, "new: option '%s' must not be empty", name);
+  if (s && strlen(s) != option_length(L, name)) luaL_error(L, "new: option '%s' must not contain NUL", name);
   if (s && strpbrk(s, "\r\n")) luaL_error(L, "new: option '%s' must not contain CR or LF", name);
   return s ? s : def;
 }
@@ -205,15 +284,44 @@ static int opt_ref(lua_State *L, const char *name) {
   return luaL_ref(L, LUA_REGISTRYINDEX); /* LUA_REFNIL for nil: unref of it is harmless */
 }
 
+/* 1 when the URL's host is the loopback interface: 127.0.0.0/8, ::1 or localhost. */
+static int loopback_host(const char *host, size_t n) {
+  if (n == 9 && strncasecmp(host, "localhost", 9) == 0) return 1;
+  if (n == 5 && memcmp(host, "[::1]", 5) == 0) return 1;
+  if (n < 9 || n > 15 || memcmp(host, "127.", 4) != 0) return 0;
+  int dots = 0;
+  for (size_t i = 0; i < n; i++) {
+    if (host[i] == '.') dots++;
+    else if (host[i] < '0' || host[i] > '9') return 0;
+  }
+  return dots == 3;
+}
+
 static void check_base_url(lua_State *L, const char *url, int allow_http) {
-  if (strncmp(url, "https://", 8) != 0) {
-    if (strncmp(url, "http://", 7) != 0)
-      luaL_error(L, "new: option 'base_url' must start with https://");
+  int https = strncmp(url, "https://", 8) == 0;
+  if (!https && strncmp(url, "http://", 7) != 0)
+    luaL_error(L, "new: option 'base_url' must start with https://");
+  if (strpbrk(url, " ?#\t")) luaL_error(L, "new: option 'base_url' must be a bare base URL");
+  const char *host = url + (https ? 8 : 7);
+  size_t n = strcspn(host, "/");
+  if (memchr(host, '@', n))
+    luaL_error(L, "new: option 'base_url' must not contain user:password@ (the module "
+                  "authenticates with client_id and client_secret)");
+  if (!https) {
+    size_t hn = host[0] == '[' ? strcspn(host, "]") + 1 : strcspn(host, ":/");
     if (!allow_http)
       luaL_error(L, "new: option 'base_url' is plain http://; TLS is required unless "
                     "allow_http = true (loopback tests only)");
+    if (!loopback_host(host, hn > n ? n : hn))
+      luaL_error(L, "new: option 'allow_http' permits only 127.0.0.0/8, [::1] and localhost, "
+                    "never a remote host");
   }
-  if (strpbrk(url, " ?#\t")) luaL_error(L, "new: option 'base_url' must be a bare base URL");
+}
+
+static void check_ca_file(lua_State *L, const char *path) {
+  FILE *f = path ? fopen(path, "r") : NULL;
+  if (path && !f) luaL_error(L, "new: option 'ca_file' cannot be read: %s", strerror(errno));
+  if (f) fclose(f);
 }
 
 int yp_client_new(lua_State *L) {
@@ -234,6 +342,7 @@ int yp_client_new(lua_State *L) {
   c->client_id = dup_or_raise(L, opt_string(L, "client_id", NULL, 1));
   c->client_secret = dup_or_raise(L, opt_string(L, "client_secret", NULL, 1));
   c->ca_file = dup_or_raise(L, opt_string(L, "ca_file", NULL, 0));
+  check_ca_file(L, c->ca_file);
   c->base_url = dup_or_raise(L, base_url);
   size_t n = strlen(c->base_url);
   while (n > 0 && c->base_url[n - 1] == '/') c->base_url[--n] = '\0';
@@ -274,182 +383,31 @@ int yp_client_new(lua_State *L) {
   return 1;
 }
 
-/* ---- token store ------------------------------------------------------------------------ */
-
-static void store_call_save(lua_State *L, yp_client *c) {
-  if (c->store_ref == LUA_NOREF || c->store_ref == LUA_REFNIL) return;
-  lua_rawgeti(L, LUA_REGISTRYINDEX, c->store_ref);
-  lua_getfield(L, -1, "save");
-  lua_createtable(L, 0, 7);
-  lua_pushstring(L, c->client_id);
-  lua_setfield(L, -2, "clientId");
-  lua_pushstring(L, c->access_token);
-  lua_setfield(L, -2, "token");
-  lua_pushstring(L, c->token_head);
-  lua_setfield(L, -2, "tokenHead");
-  if (c->refresh_token) {
-    lua_pushstring(L, c->refresh_token);
-    lua_setfield(L, -2, "refreshToken");
-  }
-  lua_pushinteger(L, (lua_Integer)c->access_obtained);
-  lua_setfield(L, -2, "obtainedAt");
-  lua_pushinteger(L, (lua_Integer)c->access_expires);
-  lua_setfield(L, -2, "expiresAt");
-  lua_pushinteger(L, (lua_Integer)c->refresh_expires);
-  lua_setfield(L, -2, "refreshExpiresAt");
-  /* A store that fails costs a login next run, never this call. */
-  if (lua_pcall(L, 1, 0, 0) != YP_LUA_OK) lua_pop(L, 1);
-  lua_pop(L, 1);
-}
-
-static const char *field_string(lua_State *L, int t, const char *name) {
-  lua_getfield(L, t, name);
-  const char *s = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
-  lua_pop(L, 1); /* anchored in t */
-  return s && *s && !strpbrk(s, "\r\n") ? s : NULL;
-}
-
-static double field_number(lua_State *L, int t, const char *name) {
-  lua_getfield(L, t, name);
-  double v = (double)lua_tonumber(L, -1); /* also parses "1800": expiresIn is a String */
-  lua_pop(L, 1);
-  return v;
-}
-
-static void store_call_load(lua_State *L, yp_client *c) {
-  c->store_loaded = 1;
-  if (c->store_ref == LUA_NOREF || c->store_ref == LUA_REFNIL) return;
-  lua_rawgeti(L, LUA_REGISTRYINDEX, c->store_ref);
-  lua_getfield(L, -1, "load");
-  if (lua_pcall(L, 0, 1, 0) == YP_LUA_OK && lua_istable(L, -1)) {
-    int t = lua_gettop(L);
-    const char *id = field_string(L, t, "clientId"), *token = field_string(L, t, "token");
-    if (id && strcmp(id, c->client_id) == 0 && token) { /* another account's token is useless */
-      drop_tokens(c);
-      c->access_token = dup_or_raise(L, token);
-      c->refresh_token = dup_or_raise(L, field_string(L, t, "refreshToken"));
-      const char *head = field_string(L, t, "tokenHead");
-      c->token_head = dup_or_raise(L, head ? head : "Bearer");
-      c->access_obtained = field_number(L, t, "obtainedAt");
-      c->access_expires = field_number(L, t, "expiresAt");
-      c->refresh_expires = field_number(L, t, "refreshExpiresAt");
-    }
-  }
-  lua_pop(L, 2);
-}
-
-/* ---- one exchange, classified ----------------------------------------------------------- */
-
-static const char *field_text(lua_State *L, int t, const char *name) {
-  lua_getfield(L, t, name);
-  const char *s = lua_tostring(L, -1);
-  lua_pop(L, 1);
-  return s;
-}
-
-static const char *transport_kind(yp_transport_error e) {
-  return e == YP_TR_TIMEOUT ? YP_KIND_TIMEOUT : e == YP_TR_TOO_LARGE ? YP_KIND_HTTP : YP_KIND_NETWORK;
-}
-
-static const char *transport_code(yp_transport_error e) {
-  switch (e) {
-    case YP_TR_DNS: return "dns_failed";
-    case YP_TR_CONNECT: return "connect_failed";
-    case YP_TR_TLS: return "tls_failed";
-    case YP_TR_TIMEOUT: return "timeout";
-    case YP_TR_LOST: return "connection_lost";
-    case YP_TR_TOO_LARGE: return "response_too_large";
-    default: return "transport_failed";
-  }
-}
-
-static int status_retryable(long status) {
-  return status == 408 || status == 429 || status >= 500;
-}
-
-/* Classifies one exchange and pushes exactly one value: the result, or an error object. */
-static outcome evaluate(lua_State *L, yp_client *c, call *k, const yp_http_response *r) {
-  yp_error e = {NULL, NULL, NULL, r->status, NULL, 0, k->ep->name};
-  outcome out = OUT_FAIL;
-  int top = lua_gettop(L);
-  char reason[200];
-
-  if (r->error != YP_TR_OK) {
-    e.kind = transport_kind(r->error);
-    e.code = transport_code(r->error);
-    e.status = 0;
-    /* TLS failures are configuration, not luck: retrying cannot help. */
-    e.retryable = r->error != YP_TR_TLS && r->error != YP_TR_TOO_LARGE && r->error != YP_TR_OTHER;
-    lua_pushstring(L, r->detail);
-  } else {
-    int decoded = json_decode(L, r->body ? r->body : "", r->body_len, c->max_depth, reason,
-                              sizeof reason);
-    int envelope = decoded && lua_istable(L, -1) && field_text(L, -1, "code");
-    if (envelope) {
-      int env = lua_gettop(L);
-      const char *code = field_text(L, env, "code");
-      lua_getfield(L, env, "requestId");
-      e.request_id = lua_tostring(L, -1); /* anchored on the stack until we are done */
-      if (r->status >= 200 && r->status < 300 && strcmp(code, "success") == 0) {
-        lua_getfield(L, env, "result");
-        if (lua_isnil(L, -1)) { /* no result member: say "done" rather than look like a failure */
-          lua_pop(L, 1);
-          lua_pushboolean(L, 1);
-        }
-        lua_replace(L, top + 1);
-        lua_settop(L, top + 1);
-        return OUT_DONE;
-      }
-      e.kind = r->status == 401 ? YP_KIND_AUTH : YP_KIND_API;
-      e.code = code;
-      e.retryable = status_retryable(r->status);
-      const char *detail = field_text(L, env, "detailMessage");
-      lua_pushstring(L, detail && *detail ? detail : code);
-    } else if (r->status >= 200 && r->status < 300) {
-      e.kind = YP_KIND_DECODE;
-      e.code = decoded ? "bad_envelope" : "invalid_json";
-      lua_pushstring(L, decoded ? "the response is JSON but not the portal's envelope" : reason);
-    } else {
-      e.kind = r->status == 401 ? YP_KIND_AUTH : YP_KIND_HTTP;
-      e.code = r->status == 401 ? "unauthorized" : "http_error";
-      e.retryable = status_retryable(r->status);
-      lua_pushfstring(L, "HTTP status %d without a portal envelope", (int)r->status);
-    }
-  }
-
-  /* An exchange that may have reached the server, with no definite answer, on an endpoint
-   * that must not run twice: report it as ambiguous and never retry it here. */
-  int definite = r->error == YP_TR_OK && (r->status == 401 || r->status == 429 ||
-                                          (r->status < 500 && strcmp(e.kind, YP_KIND_DECODE) != 0));
-  if (!(k->ep->flags & YP_REPLAY_SAFE) && r->maybe_sent && !definite) {
-    lua_pushfstring(L,
-                    "%s may or may not have been applied (%s: %s); look it up before "
-                    "sending it again",
-                    k->ep->name, e.code, lua_tostring(L, -1));
-    lua_remove(L, -2);
-    e.kind = YP_KIND_AMBIGUOUS;
-    e.retryable = 0;
-  } else if (r->status == 401) {
-    out = OUT_REAUTH;
-  } else if (e.retryable) {
-    out = OUT_RETRY;
-  }
-  redact_top(L, c);
-  e.message = lua_tostring(L, -1);
-  yp_push_error(L, &e);
-  lua_replace(L, top + 1);
-  lua_settop(L, top + 1);
-  return out;
-}
-
 /* ---- logging ---------------------------------------------------------------------------- */
+
+static int has_logger(const yp_client *c) {
+  return c->logger_ref != LUA_NOREF && c->logger_ref != LUA_REFNIL;
+}
+
+/* Calls the logger with the event table on top (popped). A broken logger must never break a
+ * call that moves money, so its errors are dropped. */
+static void emit(lua_State *L, yp_client *c) {
+  if (!has_logger(c)) {
+    lua_pop(L, 1);
+    return;
+  }
+  lua_rawgeti(L, LUA_REGISTRYINDEX, c->logger_ref);
+  lua_insert(L, -2);
+  if (lua_pcall(L, 1, 0, 0) != YP_LUA_OK) lua_pop(L, 1);
+}
 
 static void log_attempt(lua_State *L, yp_client *c, call *k, const yp_http_response *r,
                         outcome out, double delay) {
-  if (c->logger_ref == LUA_NOREF || c->logger_ref == LUA_REFNIL) return;
+  if (!has_logger(c)) return;
   int value = lua_gettop(L);
-  lua_rawgeti(L, LUA_REGISTRYINDEX, c->logger_ref);
-  lua_createtable(L, 0, 9);
+  lua_createtable(L, 0, 10);
+  lua_pushliteral(L, "attempt");
+  lua_setfield(L, -2, "type");
   lua_pushstring(L, k->ep->name);
   lua_setfield(L, -2, "endpoint");
   lua_pushstring(L, k->ep->method);
@@ -478,8 +436,143 @@ static void log_attempt(lua_State *L, yp_client *c, call *k, const yp_http_respo
     lua_pushnumber(L, delay);
     lua_setfield(L, -2, "retry_in");
   }
-  /* A broken logger must never break a call that moves money. */
-  if (lua_pcall(L, 1, 0, 0) != YP_LUA_OK) lua_pop(L, 1);
+  emit(L, c);
+}
+
+/* A token store that failed: {type = "token_store", op = "load"|"save", message}. The message
+ * (on top, popped) is the store's own, sanitized like any outside text. */
+static void log_store_failure(lua_State *L, yp_client *c, const char *op) {
+  const char *secrets[YP_MAX_SECRETS + 1];
+  size_t n = 0;
+  const char *msg = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &n) : NULL;
+  client_secrets(c, secrets);
+  lua_createtable(L, 0, 3);
+  lua_pushliteral(L, "token_store");
+  lua_setfield(L, -2, "type");
+  lua_pushstring(L, op);
+  lua_setfield(L, -2, "op");
+  if (msg) yp_push_safe_text(L, msg, n, YP_MESSAGE_MAX, secrets);
+  else lua_pushfstring(L, "%s failed without a message", op);
+  lua_setfield(L, -2, "message");
+  lua_remove(L, -2);
+  emit(L, c);
+}
+
+/* ---- token store ------------------------------------------------------------------------ */
+
+/* Calls store[op] with nargs arguments below it on the stack; leaves one result. Returns 1 when
+ * the store answered (its result on top), else logs why and returns 0 with nothing left. A
+ * store that fails costs a login, never the call. */
+static int store_call(lua_State *L, yp_client *c, const char *op, int nargs) {
+  lua_rawgeti(L, LUA_REGISTRYINDEX, c->store_ref);
+  lua_getfield(L, -1, op);
+  lua_remove(L, -2);
+  lua_insert(L, -1 - nargs);
+  if (lua_pcall(L, nargs, 2, 0) != YP_LUA_OK) {
+    log_store_failure(L, c, op);
+    return 0;
+  }
+  if (lua_isnil(L, -2) && !lua_isnil(L, -1)) { /* the nil, message convention */
+    lua_remove(L, -2);
+    log_store_failure(L, c, op);
+    return 0;
+  }
+  lua_pop(L, 1);
+  return 1;
+}
+
+static int has_store(const yp_client *c) {
+  return c->store_ref != LUA_NOREF && c->store_ref != LUA_REFNIL;
+}
+
+static void store_call_save(lua_State *L, yp_client *c) {
+  if (!has_store(c)) return;
+  lua_createtable(L, 0, 7);
+  lua_pushstring(L, c->client_id);
+  lua_setfield(L, -2, "clientId");
+  lua_pushstring(L, c->access_token);
+  lua_setfield(L, -2, "token");
+  lua_pushstring(L, c->token_head);
+  lua_setfield(L, -2, "tokenHead");
+  if (c->refresh_token) {
+    lua_pushstring(L, c->refresh_token);
+    lua_setfield(L, -2, "refreshToken");
+  }
+  /* Whole seconds; every value is bounded (see token_exchange), so the casts are defined. */
+  lua_pushinteger(L, (lua_Integer)c->access_obtained);
+  lua_setfield(L, -2, "obtainedAt");
+  lua_pushinteger(L, (lua_Integer)c->access_expires);
+  lua_setfield(L, -2, "expiresAt");
+  lua_pushinteger(L, (lua_Integer)c->refresh_expires);
+  lua_setfield(L, -2, "refreshExpiresAt");
+  if (store_call(L, c, "save", 1)) lua_pop(L, 1);
+}
+
+/* A token-shaped string: printable ASCII without spaces, bounded. Anything else (a newline
+ * would forge a header) is not a token. */
+#define TOKEN_MAX 8192
+static const char *field_token(lua_State *L, int t, const char *name) {
+  lua_getfield(L, t, name);
+  const char *s = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
+  size_t n = s ? yp_rawlen(L, -1) : 0;
+  lua_pop(L, 1); /* anchored in t */
+  if (!s || n == 0 || n > TOKEN_MAX) return NULL;
+  for (size_t i = 0; i < n; i++)
+    if (s[i] <= ' ' || s[i] > '~') return NULL;
+  return s;
+}
+
+/* A number (or numeric string: expiresIn is a String) in [min, max], else def. */
+static double field_number(lua_State *L, int t, const char *name, double min, double max,
+                           double def) {
+  lua_getfield(L, t, name);
+  int isnum = lua_isnumber(L, -1);
+  double v = isnum ? (double)lua_tonumber(L, -1) : def;
+  lua_pop(L, 1);
+  return v >= min && v <= max ? v : def; /* also false for NaN */
+}
+
+static void set_tokens(lua_State *L, yp_client *c, const char *token, const char *refresh,
+                       const char *head) {
+  drop_tokens(c);
+  c->access_token = dup_or_raise(L, token);
+  c->refresh_token = dup_or_raise(L, refresh);
+  c->token_head = dup_or_raise(L, head && strlen(head) <= 32 ? head : "Bearer");
+  c->token_gen++;
+}
+
+static void store_call_load(lua_State *L, yp_client *c) {
+  c->store_loaded = 1;
+  if (!has_store(c) || !store_call(L, c, "load", 0)) return;
+  if (lua_istable(L, -1)) {
+    int t = lua_gettop(L);
+    lua_getfield(L, t, "clientId"); /* stays on the stack while id is used */
+    const char *id = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
+    const char *token = field_token(L, t, "token");
+    if (id && strcmp(id, c->client_id) == 0 && token) { /* another account's token is useless */
+      set_tokens(L, c, token, field_token(L, t, "refreshToken"), field_token(L, t, "tokenHead"));
+      c->access_obtained = field_number(L, t, "obtainedAt", 0, STORED_TIME_MAX, 0);
+      c->access_expires = field_number(L, t, "expiresAt", 0, STORED_TIME_MAX, 0);
+      c->refresh_expires = field_number(L, t, "refreshExpiresAt", 0, STORED_TIME_MAX, 0);
+    }
+    lua_pop(L, 1);
+    lua_pop(L, 1);
+    return;
+  } else if (!lua_isnil(L, -1)) {
+    lua_pushfstring(L, "load returned a %s, not a table", luaL_typename(L, -1));
+    lua_remove(L, -2);
+    log_store_failure(L, c, "load");
+    return;
+  }
+  lua_pop(L, 1);
+}
+
+/* ---- one exchange, classified ----------------------------------------------------------- */
+
+static outcome evaluate(lua_State *L, yp_client *c, call *k, const yp_http_response *r) {
+  const char *secrets[YP_MAX_SECRETS + 1];
+  client_secrets(c, secrets);
+  return yp_classify(L, k->ep, r, c->max_depth, secrets);
 }
 
 /* ---- retry decisions -------------------------------------------------------------------- */
@@ -496,7 +589,9 @@ static double next_delay(yp_client *c, call *k, outcome out, const yp_http_respo
   if (out == OUT_REAUTH) {
     if (k->reauthed || (k->ep->flags & YP_TOKEN)) return -1;
     k->reauthed = 1; /* the server refused the call, so replaying it once is safe */
-    wipe_free(&c->access_token);
+    /* Single flight: only a 401 for the token in use drops it. Calls that were sent with an
+     * older one replay with the token another call has already fetched. */
+    if (k->auth_gen == c->token_gen) wipe_free(&c->access_token);
     return 0;
   }
   if (out != OUT_RETRY || k->retries >= c->max_retries) return -1;
@@ -520,15 +615,43 @@ static int make_headers(lua_State *L, yp_client *c, call *k, const char *lines[5
   *auth_line = NULL;
   if (!(k->ep->flags & YP_TOKEN)) {
     if (!ensure_token(L, c, k->deadline)) return 0;
+    if (c->closed) return 1; /* start_attempt reports it */
     size_t len = strlen(c->token_head) + strlen(c->access_token) + 17;
     if (!(*auth_line = malloc(len))) luaL_error(L, "yeastar.partner: out of memory");
     snprintf(*auth_line, len, "Authorization: %s %s", c->token_head, c->access_token);
+    k->auth_gen = c->token_gen;
   }
   lines[n++] = c->ua_header;
   lines[n++] = "Accept: application/json";
   if (*auth_line) lines[n++] = *auth_line;
   if (k->content_type) lines[n++] = k->content_type;
   lines[n] = NULL;
+  return 1;
+}
+
+static void push_deadline_error(lua_State *L, call *k) {
+  yp_error e = {YP_KIND_TIMEOUT, "deadline", "the call's deadline passed before it could finish",
+                0, NULL, 1, k->ep->name, NULL};
+  yp_push_error(L, &e);
+}
+
+/* Everything an attempt needs before its bytes go out: an open client (any callback, the token
+ * store's included, may have closed it), a token, time left. Pushes the error and returns 0 when
+ * the attempt cannot start; nothing has been sent then. */
+static int start_attempt(lua_State *L, yp_client *c, call *k, const char *lines[5],
+                         char **auth_line) {
+  *auth_line = NULL;
+  if (!c->closed && !make_headers(L, c, k, lines, auth_line)) return 0;
+  if (c->closed) {
+    wipe_free(auth_line);
+    push_closed_error(L, k->ep->name);
+    return 0;
+  }
+  if (now_mono() >= k->deadline) {
+    wipe_free(auth_line);
+    push_deadline_error(L, k);
+    return 0;
+  }
   return 1;
 }
 
@@ -542,34 +665,32 @@ static yp_http_request http_request_for(yp_client *c, call *k, const char *const
   return h;
 }
 
-static void push_deadline_error(lua_State *L, call *k) {
-  yp_error e = {YP_KIND_TIMEOUT, "deadline", "the call's deadline passed before it could finish",
-                0, NULL, 1, k->ep->name};
-  yp_push_error(L, &e);
-}
-
-/* Runs k to its end, sequentially. Pushes the result (returns 1) or an error (returns 0). */
+/* Runs k to its end, sequentially, on a transport slot of its own. Pushes the result (returns 1)
+ * or an error (returns 0). */
 static int run_call(lua_State *L, yp_client *c, call *k) {
+  int mark = yp_transport_mark(c->transport), slot = yp_transport_reserve(c->transport, 1);
+  if (slot < 0) luaL_error(L, "%s: out of memory", k->ep->name);
   for (;;) {
     const char *lines[5];
     char *auth_line;
-    if (!make_headers(L, c, k, lines, &auth_line)) return 0;
-    if (now_mono() >= k->deadline) {
-      wipe_free(&auth_line);
-      push_deadline_error(L, k);
-      return 0;
-    }
+    if (!start_attempt(L, c, k, lines, &auth_line)) break;
     yp_http_request h = http_request_for(c, k, lines);
     k->attempt++;
-    const yp_http_response *r = yp_transport_perform(c->transport, &h);
+    const yp_http_response *r = yp_transport_perform(c->transport, slot, &h);
     wipe_free(&auth_line);
     outcome out = evaluate(L, c, k, r);
     double delay = out == OUT_DONE ? -1 : next_delay(c, k, out, r);
     log_attempt(L, c, k, r, out, delay);
-    if (delay < 0) return out == OUT_DONE;
+    yp_transport_recycle(c->transport, slot);
+    if (delay < 0) {
+      yp_transport_release_to(c->transport, mark);
+      return out == OUT_DONE;
+    }
     lua_pop(L, 1);
     yp_transport_sleep(c->transport, delay);
   }
+  yp_transport_release_to(c->transport, mark);
+  return 0;
 }
 
 /* ---- tokens ----------------------------------------------------------------------------- */
@@ -577,6 +698,7 @@ static int run_call(lua_State *L, yp_client *c, call *k) {
 /* Logs in (refresh = 0) or refreshes; on success stores the new tokens and returns 1, else
  * pushes the error and returns 0. */
 static int token_exchange(lua_State *L, yp_client *c, int refresh, double deadline) {
+  const yp_endpoint *ep = refresh ? YP_REFRESH_ENDPOINT : YP_TOKEN_ENDPOINT;
   luaL_Buffer b;
   luaL_buffinit(L, &b);
   if (refresh) {
@@ -590,9 +712,9 @@ static int token_exchange(lua_State *L, yp_client *c, int refresh, double deadli
     luaL_addstring(&b, "&grant_type=pp_credentials");
   }
   luaL_pushresult(&b);
-  lua_pushfstring(L, "%s%s", c->base_url, YP_TOKEN_ENDPOINT->path);
-  call k = {YP_TOKEN_ENDPOINT, {NULL, NULL, NULL, 0},
-            "Content-Type: application/x-www-form-urlencoded", 0, 0, 0, deadline, 0};
+  lua_pushfstring(L, "%s%s", c->base_url, ep->path);
+  call k = {ep, {NULL, NULL, NULL, 0}, "Content-Type: application/x-www-form-urlencoded",
+            0, 0, 0, 0, deadline, 0};
   k.req.url = lua_tostring(L, -1);
   k.req.path = k.req.url + strlen(c->base_url);
   k.req.body = lua_tolstring(L, -2, &k.req.body_len);
@@ -601,21 +723,17 @@ static int token_exchange(lua_State *L, yp_client *c, int refresh, double deadli
   lua_pop(L, 1);
   if (!ok) return 0;
 
-  const char *token = lua_istable(L, -1) ? field_string(L, -1, "token") : NULL;
+  const char *token = lua_istable(L, -1) ? field_token(L, -1, "token") : NULL;
   if (!token) {
     lua_pop(L, 1);
-    yp_error e = {YP_KIND_DECODE, "bad_token_response", "the token response has no token", 200,
-                  NULL, 0, YP_TOKEN_ENDPOINT->name};
+    yp_error e = {YP_KIND_DECODE, "bad_token_response", "the token response has no usable token",
+                  200, NULL, 0, ep->name, NULL};
     yp_push_error(L, &e);
     return 0;
   }
-  const char *head = field_string(L, -1, "tokenHead"), *rt = field_string(L, -1, "refreshToken");
-  double lifetime = field_number(L, -1, "expiresIn");
-  if (!(lifetime > 0)) lifetime = ACCESS_TOKEN_LIFETIME;
-  drop_tokens(c);
-  c->access_token = dup_or_raise(L, token);
-  c->refresh_token = dup_or_raise(L, rt);
-  c->token_head = dup_or_raise(L, head && !strchr(head, ' ') ? head : "Bearer");
+  double lifetime = field_number(L, -1, "expiresIn", ACCESS_TOKEN_LIFETIME_MIN,
+                                 ACCESS_TOKEN_LIFETIME_MAX, ACCESS_TOKEN_LIFETIME);
+  set_tokens(L, c, token, field_token(L, -1, "refreshToken"), field_token(L, -1, "tokenHead"));
   c->access_obtained = now_wall();
   c->access_expires = c->access_obtained + lifetime;
   c->refresh_expires = c->access_obtained + REFRESH_TOKEN_LIFETIME;
@@ -626,6 +744,7 @@ static int token_exchange(lua_State *L, yp_client *c, int refresh, double deadli
 
 static int ensure_token(lua_State *L, yp_client *c, double deadline) {
   if (!c->store_loaded) store_call_load(L, c);
+  if (c->closed) return 1; /* the caller sees it and sends nothing */
   double now = now_wall(), ahead = (c->access_expires - c->access_obtained) / 4;
   if (ahead > REFRESH_AHEAD_MAX) ahead = REFRESH_AHEAD_MAX;
   if (c->access_token && now < c->access_expires - ahead) return 1;
@@ -633,14 +752,16 @@ static int ensure_token(lua_State *L, yp_client *c, double deadline) {
     if (token_exchange(L, c, 1, deadline)) return 1;
     lua_pop(L, 1); /* a failed refresh falls back to the client credentials */
     wipe_free(&c->refresh_token);
+    if (c->closed) return 1;
   }
   return token_exchange(L, c, 0, deadline);
 }
 
 /* Token_Details without the tokens: they stay inside the client. */
 static int push_token_details(lua_State *L, yp_client *c) {
+  double left = c->access_expires - now_wall(); /* bounded: see token_exchange */
   lua_createtable(L, 0, 2);
-  lua_pushfstring(L, "%d", (int)(c->access_expires - now_wall() + 0.5));
+  lua_pushfstring(L, "%d", left > 0 ? (int)(left + 0.5) : 0);
   lua_setfield(L, -2, "expiresIn");
   lua_pushstring(L, c->token_head);
   lua_setfield(L, -2, "tokenHead");
@@ -655,32 +776,47 @@ static int fail(lua_State *L) {
 
 /* ---- methods ---------------------------------------------------------------------------- */
 
-static int token_method(lua_State *L, yp_client *c, const yp_endpoint *ep) {
-  if (!lua_isnoneornil(L, 2)) luaL_checktype(L, 2, LUA_TTABLE);
-  if (lua_istable(L, 2)) {
-    lua_pushnil(L);
-    if (lua_next(L, 2)) luaL_error(L, "%s: takes no parameters", ep->name);
-  }
+static int token_body(lua_State *L, yp_client *c, void *state) {
+  const yp_endpoint *ep = (const yp_endpoint *)state;
   double deadline = now_mono() + c->deadline;
-  int refresh = strcmp(ep->name, "refresh_access_token") == 0;
+  int refresh = ep == YP_REFRESH_ENDPOINT;
   if (refresh && !c->refresh_token) {
     yp_error e = {YP_KIND_AUTH, "no_refresh_token", "there is no refresh token yet; log in first",
-                  0, NULL, 0, ep->name};
+                  0, NULL, 0, ep->name, NULL};
     yp_push_error(L, &e);
     return fail(L);
   }
-  return token_exchange(L, c, refresh, deadline) ? push_token_details(L, c) : fail(L);
+  if (!token_exchange(L, c, refresh, deadline)) return fail(L);
+  if (c->closed) {
+    push_closed_error(L, ep->name);
+    return fail(L);
+  }
+  return push_token_details(L, c);
+}
+
+static int call_body(lua_State *L, yp_client *c, void *state) {
+  return run_call(L, c, (call *)state) ? 1 : fail(L);
 }
 
 /* Every endpoint method: upvalue 1 is its descriptor. */
 static int endpoint_method(lua_State *L) {
   yp_client *c = check_open(L, 1);
   const yp_endpoint *ep = (const yp_endpoint *)lua_touserdata(L, lua_upvalueindex(1));
-  if (ep->flags & YP_TOKEN) return token_method(L, c, ep);
-  call k = {ep, {NULL, NULL, NULL, 0}, NULL, 0, 0, 0, now_mono() + c->deadline, 0};
-  yp_build_request(L, c->base_url, ep, 2, &k.req);
+  if (ep->flags & YP_TOKEN) {
+    if (!lua_isnoneornil(L, 2)) luaL_checktype(L, 2, LUA_TTABLE);
+    if (lua_istable(L, 2)) {
+      lua_pushnil(L);
+      if (lua_next(L, 2)) luaL_error(L, "%s: takes no parameters", ep->name);
+    }
+    return guarded(L, c, token_body, (void *)(uintptr_t)ep, 0);
+  }
+  call k = {ep, {NULL, NULL, NULL, 0}, NULL, 0, 0, 0, 0, 0, 0};
+  lua_settop(L, 2);
+  yp_build_request(L, push_base_url(L, c), ep, 2, &k.req); /* may run the caller's metamethods */
+  check_open(L, 1);
   if (k.req.body) k.content_type = "Content-Type: application/json";
-  return run_call(L, c, &k) ? 1 : fail(L);
+  k.deadline = now_mono() + c->deadline;
+  return guarded(L, c, call_body, &k, 0);
 }
 
 static const yp_endpoint *check_endpoint(lua_State *L, int idx) {
@@ -695,7 +831,8 @@ static int client_prepare(lua_State *L) {
   yp_client *c = check_open(L, 1);
   const yp_endpoint *ep = check_endpoint(L, 2);
   yp_request req;
-  yp_build_request(L, c->base_url, ep, 3, &req);
+  lua_settop(L, 3);
+  yp_build_request(L, push_base_url(L, c), ep, 3, &req);
   lua_createtable(L, 0, 4);
   lua_pushstring(L, ep->method);
   lua_setfield(L, -2, "method");
@@ -712,35 +849,40 @@ static int client_prepare(lua_State *L) {
 
 #define DEFAULT_CONCURRENCY 8
 #define MAX_CONCURRENCY 256
-#define BATCH_RESULTS 7 /* stack slots used by client_batch */
-#define BATCH_OPTS 4
+/* The batch's I/O part sees these as its arguments (see guarded). */
+#define BATCH_OPTS 2
+#define BATCH_RESULTS 3
 
-/* Stores the value on top as item i's {result=} or {err=}, tells on_result, pops the value. */
-static void batch_finish(lua_State *L, yp_client *c, int i, int ok, int has_callback) {
+typedef struct batch {
+  call *calls;  /* one per item, anchored by the method's stack */
+  int *waiting; /* items paused before a retry */
+  int n, concurrency, has_callback;
+} batch;
+
+/* Stores the value on top as item i's {result=} or {err=}, tells on_result, pops the value.
+ * An error raised by on_result ends the batch (see guarded: nothing stays in flight). */
+static void batch_finish(lua_State *L, const batch *b, int i, int ok) {
   lua_createtable(L, 0, 1);
   lua_pushvalue(L, -2);
   lua_setfield(L, -2, ok ? "result" : "err");
   lua_rawseti(L, BATCH_RESULTS, i + 1);
-  if (has_callback) {
+  if (b->has_callback) {
     lua_getfield(L, BATCH_OPTS, "on_result");
     lua_pushinteger(L, i + 1);
     lua_pushvalue(L, -3);
     lua_pushnil(L);
     if (!ok) lua_insert(L, -2); /* (i, nil, err) */
-    if (lua_pcall(L, 3, 0, 0) != YP_LUA_OK) {
-      yp_transport_cancel(c->transport); /* leave the transport reusable, then re-raise */
-      lua_error(L);
-    }
+    lua_call(L, 3, 0);
   }
   lua_pop(L, 1);
 }
 
-static int batch_options(lua_State *L, int *has_callback) {
+static int batch_options(lua_State *L, int opts, int *has_callback) {
   int concurrency = DEFAULT_CONCURRENCY;
   *has_callback = 0;
-  if (lua_isnoneornil(L, BATCH_OPTS)) return concurrency;
-  luaL_checktype(L, BATCH_OPTS, LUA_TTABLE);
-  for (lua_pushnil(L); lua_next(L, BATCH_OPTS); lua_pop(L, 1)) {
+  if (lua_isnoneornil(L, opts)) return concurrency;
+  luaL_checktype(L, opts, LUA_TTABLE);
+  for (lua_pushnil(L); lua_next(L, opts); lua_pop(L, 1)) {
     const char *key = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : "?";
     if (strcmp(key, "concurrency") == 0 && yp_isinteger(L, -1) && lua_tointeger(L, -1) >= 1 &&
         lua_tointeger(L, -1) <= MAX_CONCURRENCY)
@@ -754,46 +896,27 @@ static int batch_options(lua_State *L, int *has_callback) {
   return concurrency;
 }
 
-/* client:batch(name, list, {concurrency=, on_result=}) -> {{result=}|{err=}, ...} in list
- * order, at most `concurrency` requests in flight. Every item is checked before anything is
- * sent; each item gets the retry policy and deadline of a single call. */
-static int client_batch(lua_State *L) {
-  yp_client *c = check_open(L, 1);
-  const yp_endpoint *ep = check_endpoint(L, 2);
-  luaL_checktype(L, 3, LUA_TTABLE);
-  int has_callback, concurrency = batch_options(L, &has_callback);
-  lua_settop(L, BATCH_OPTS);
-  int n = (int)yp_rawlen(L, 3);
-  call *calls = (call *)yp_newuserdata(L, (size_t)(n ? n : 1) * sizeof *calls); /* 5 */
-  lua_createtable(L, 2 * n, 0); /* 6: anchors every request's strings */
-  lua_createtable(L, n, 0);     /* 7 = BATCH_RESULTS */
-  int *waiting = (int *)yp_newuserdata(L, (size_t)(n ? n : 1) * sizeof *waiting); /* 8 */
-  for (int i = 0; i < n; i++) {
-    lua_rawgeti(L, 3, i + 1);
-    if (!lua_istable(L, -1))
-      luaL_error(L, "batch: item %d must be a table (got %s)", i + 1, luaL_typename(L, -1));
-    call k = {ep, {NULL, NULL, NULL, 0}, NULL, 0, 0, 0, 0, 0};
-    yp_build_request(L, c->base_url, ep, -1, &k.req);
-    if (k.req.body) k.content_type = "Content-Type: application/json";
-    calls[i] = k;
-    lua_rawseti(L, 6, 2 * i + 2);
-    lua_rawseti(L, 6, 2 * i + 1);
-    lua_pop(L, 1);
-  }
-  if (concurrency > n) concurrency = n ? n : 1;
-  if (!yp_transport_start(c->transport, concurrency + 1)) luaL_error(L, "batch: out of memory");
+/* Runs every item on the batch's own range of transport slots, so that a callback may start
+ * another batch, or any call, on the same client. */
+static int batch_io(lua_State *L, yp_client *c, void *state) {
+  batch *b = (batch *)state;
+  call *calls = b->calls;
+  int *waiting = b->waiting, n = b->n, concurrency = b->concurrency;
+  int first = yp_transport_reserve(c->transport, concurrency);
+  if (first < 0) luaL_error(L, "batch: out of memory");
 
-  /* on_slot[s]: the call running on slot s; slot 0 belongs to blocking token exchanges. */
-  int on_slot[MAX_CONCURRENCY + 1], next = 0, in_flight = 0, finished = 0, nwaiting = 0;
-  for (int s = 0; s <= concurrency; s++) on_slot[s] = -1;
+  /* on_slot[s]: the item running on slot first + s. */
+  int on_slot[MAX_CONCURRENCY], next = 0, in_flight = 0, finished = 0, nwaiting = 0;
+  for (int s = 0; s < concurrency; s++) on_slot[s] = -1;
   while (finished < n) {
-    /* Fill free slots: retries whose pause is over first, then new items. */
-    for (int s = 1; s <= concurrency && finished < n; s++) {
+    /* Fill free slots: retries whose pause is over first, then new items. Once the client is
+     * closed, every item not yet in flight fails at once, unsent. */
+    for (int s = 0; s < concurrency && finished < n; s++) {
       if (on_slot[s] >= 0) continue;
       int pick = -1;
       double now = now_mono();
       for (int w = 0; w < nwaiting && pick < 0; w++)
-        if (calls[waiting[w]].not_before <= now) {
+        if (calls[waiting[w]].not_before <= now || c->closed) {
           pick = waiting[w];
           waiting[w] = waiting[--nwaiting];
         }
@@ -803,21 +926,15 @@ static int client_batch(lua_State *L) {
       if (k->attempt == 0) k->deadline = now + c->deadline;
       const char *lines[5];
       char *auth_line;
-      int ok = make_headers(L, c, k, lines, &auth_line);
-      if (ok && now_mono() >= k->deadline) {
-        push_deadline_error(L, k);
-        ok = 0;
-      }
-      if (!ok) { /* no token or no time left: the item fails unsent */
-        wipe_free(&auth_line);
+      if (!start_attempt(L, c, k, lines, &auth_line)) {
         finished++;
-        batch_finish(L, c, pick, 0, has_callback);
+        batch_finish(L, b, pick, 0);
         s--; /* the slot is still free */
         continue;
       }
       yp_http_request h = http_request_for(c, k, lines);
       k->attempt++;
-      ok = yp_transport_submit(c->transport, s, &h);
+      int ok = yp_transport_submit(c->transport, first + s, &h);
       wipe_free(&auth_line);
       if (!ok) luaL_error(L, "batch: out of memory");
       on_slot[s] = pick;
@@ -831,15 +948,16 @@ static int client_batch(lua_State *L) {
       yp_transport_sleep(c->transport, wake - now_mono());
       continue;
     }
-    int s = yp_transport_wait(c->transport);
-    if (s <= 0) continue;
-    int i = on_slot[s];
-    on_slot[s] = -1;
+    int slot = yp_transport_wait(c->transport, first, concurrency);
+    if (slot < 0) continue;
+    int i = on_slot[slot - first];
+    on_slot[slot - first] = -1;
     in_flight--;
-    const yp_http_response *r = yp_transport_response(c->transport, s);
+    const yp_http_response *r = yp_transport_response(c->transport, slot);
     outcome out = evaluate(L, c, &calls[i], r);
     double delay = out == OUT_DONE ? -1 : next_delay(c, &calls[i], out, r);
     log_attempt(L, c, &calls[i], r, out, delay);
+    yp_transport_recycle(c->transport, slot);
     if (delay >= 0) {
       lua_pop(L, 1);
       calls[i].not_before = now_mono() + delay;
@@ -847,10 +965,44 @@ static int client_batch(lua_State *L) {
       continue;
     }
     finished++;
-    batch_finish(L, c, i, out == OUT_DONE, has_callback);
+    batch_finish(L, b, i, out == OUT_DONE);
   }
   lua_pushvalue(L, BATCH_RESULTS);
   return 1;
+}
+
+/* client:batch(name, list, {concurrency=, on_result=}) -> {{result=}|{err=}, ...} in list
+ * order, at most `concurrency` requests in flight. Every item is checked before anything is
+ * sent; each item gets the retry policy and deadline of a single call. */
+static int client_batch(lua_State *L) {
+  yp_client *c = check_open(L, 1);
+  const yp_endpoint *ep = check_endpoint(L, 2);
+  luaL_checktype(L, 3, LUA_TTABLE);
+  batch b;
+  b.concurrency = batch_options(L, 4, &b.has_callback);
+  lua_settop(L, 4);
+  const char *base_url = push_base_url(L, c); /* 5 */
+  b.n = (int)yp_rawlen(L, 3);
+  b.calls = (call *)yp_newuserdata(L, (size_t)(b.n ? b.n : 1) * sizeof *b.calls); /* 6 */
+  b.waiting = (int *)yp_newuserdata(L, (size_t)(b.n ? b.n : 1) * sizeof *b.waiting); /* 7 */
+  lua_createtable(L, 2 * b.n, 0); /* 8: anchors every request's strings */
+  for (int i = 0; i < b.n; i++) {
+    lua_rawgeti(L, 3, i + 1);
+    if (!lua_istable(L, -1))
+      luaL_error(L, "batch: item %d must be a table (got %s)", i + 1, luaL_typename(L, -1));
+    call k = {ep, {NULL, NULL, NULL, 0}, NULL, 0, 0, 0, 0, 0, 0};
+    yp_build_request(L, base_url, ep, -1, &k.req);
+    if (k.req.body) k.content_type = "Content-Type: application/json";
+    b.calls[i] = k;
+    lua_rawseti(L, 8, 2 * i + 2);
+    lua_rawseti(L, 8, 2 * i + 1);
+    lua_pop(L, 1);
+  }
+  check_open(L, 1); /* a metamethod of an item may have closed it */
+  if (b.concurrency > b.n) b.concurrency = b.n ? b.n : 1;
+  lua_pushvalue(L, 4);            /* BATCH_OPTS */
+  lua_createtable(L, b.n, 0);     /* BATCH_RESULTS */
+  return guarded(L, c, batch_io, &b, 2);
 }
 
 /* ---- registration ----------------------------------------------------------------------- */

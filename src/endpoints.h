@@ -42,6 +42,7 @@ typedef struct yp_endpoint {
 extern const yp_endpoint yp_endpoints[];
 extern const size_t yp_endpoint_count;
 #define YP_TOKEN_ENDPOINT (&yp_endpoints[0])
+#define YP_REFRESH_ENDPOINT (&yp_endpoints[1])
 
 const yp_endpoint *yp_find_endpoint(const char *name);
 

@@ -13,6 +13,7 @@ typedef enum {
   YP_TR_TIMEOUT,   /* connect, whole-request or low-speed limit */
   YP_TR_LOST,      /* the connection broke while sending or receiving */
   YP_TR_TOO_LARGE, /* the response body is over the configured limit */
+  YP_TR_PROTOCOL,  /* the reply is not HTTP/1.x: no or a broken status line, HTTP/0.9, huge headers */
   YP_TR_OTHER
 } yp_transport_error;
 
@@ -28,11 +29,12 @@ typedef struct yp_http_request {
 
 typedef struct yp_http_response {
   long status;         /* 0 when no status line arrived */
-  char *body;          /* owned by the transport, valid until the slot's next exchange */
+  char *body;          /* owned by the transport, valid until the slot is recycled */
   size_t body_len;
   double retry_after;  /* seconds from Retry-After, -1 when absent */
   yp_transport_error error;
-  int maybe_sent;      /* some bytes of the request may have reached the server */
+  int maybe_sent;      /* a byte of the request may have left: set for every failure after the
+                        * connection and TLS handshake were up, whatever libcurl calls it */
   double elapsed;      /* seconds */
   char detail[160];    /* the transport's one-line reason when error != YP_TR_OK */
 } yp_http_response;
@@ -52,19 +54,26 @@ typedef struct yp_transport yp_transport;
 yp_transport *yp_transport_new(const yp_transport_config *config, char *err, size_t errlen);
 void yp_transport_free(yp_transport *t);
 
-/* Concurrent exchanges on slots 0..slots-1; slot 0 is reserved for yp_transport_perform.
- * submit starts one exchange on a free slot (it copies what it needs from req); wait drives
- * I/O until some exchange completes and returns its slot, or -1 when nothing is in flight. */
-int yp_transport_start(yp_transport *t, int slots);
+/* Slots are reserved like a stack: every call (a single call, a batch, a token exchange) takes
+ * its own range above the current mark and gives it back with release_to(mark) when it ends,
+ * so a call made from inside a callback of another call never touches the outer one's slots.
+ * reserve returns the first slot of a range of n, or -1 when out of memory. */
+int yp_transport_mark(const yp_transport *t);
+int yp_transport_reserve(yp_transport *t, int n);
+/* Abandons the exchanges still in flight above mark and frees their large buffers. */
+void yp_transport_release_to(yp_transport *t, int mark);
+
+/* submit starts one exchange on a reserved, idle slot (it copies what it needs from req);
+ * wait drives all I/O until an exchange of the range [first, first+n) completes and returns its
+ * slot, or -1 when none of them is in flight. Completions of other ranges stay flagged. */
 int yp_transport_submit(yp_transport *t, int slot, const yp_http_request *req);
-int yp_transport_wait(yp_transport *t);
+int yp_transport_wait(yp_transport *t, int first, int n);
 const yp_http_response *yp_transport_response(yp_transport *t, int slot);
+/* Called once the slot's response has been read: a large body is freed, not kept for reuse. */
+void yp_transport_recycle(yp_transport *t, int slot);
 
-/* Abandons every exchange in flight (used when a Lua error unwinds a batch). */
-void yp_transport_cancel(yp_transport *t);
-
-/* One exchange, blocking: submit on slot 0 and wait for it. */
-const yp_http_response *yp_transport_perform(yp_transport *t, const yp_http_request *req);
+/* One exchange on a reserved slot, blocking. */
+const yp_http_response *yp_transport_perform(yp_transport *t, int slot, const yp_http_request *req);
 
 /* Pause between retries; under nginx this would yield instead of blocking. */
 void yp_transport_sleep(yp_transport *t, double seconds);

@@ -27,8 +27,11 @@ struct yp_transport {
   CURLM *multi;
   yp_transport_config config;
   slot **slots; /* each slot allocated once, so libcurl's pointers to it stay valid */
-  int nslots;
+  int nslots;    /* allocated */
+  int top;       /* reserved: slots [0, top) belong to calls under way */
 };
+
+#define KEEP_BODY_MAX (64 * 1024) /* a larger response buffer is freed once it has been read */
 
 static size_t on_body(char *data, size_t size, size_t n, void *userdata) {
   slot *s = userdata;
@@ -129,16 +132,42 @@ void yp_transport_free(yp_transport *t) {
   free(t);
 }
 
-int yp_transport_start(yp_transport *t, int slots) {
-  if (slots <= t->nslots) return 1;
-  slot **p = realloc(t->slots, (size_t)slots * sizeof *p);
-  if (!p) return 0;
-  t->slots = p;
-  for (; t->nslots < slots; t->nslots++) {
-    if (!(p[t->nslots] = calloc(1, sizeof **p))) return 0;
-    p[t->nslots]->owner = t;
+int yp_transport_mark(const yp_transport *t) {
+  return t->top;
+}
+
+int yp_transport_reserve(yp_transport *t, int n) {
+  int need = t->top + n;
+  if (need > t->nslots) {
+    slot **p = realloc(t->slots, (size_t)need * sizeof *p);
+    if (!p) return -1;
+    t->slots = p;
+    for (; t->nslots < need; t->nslots++) {
+      if (!(p[t->nslots] = calloc(1, sizeof **p))) return -1;
+      p[t->nslots]->owner = t;
+    }
   }
-  return 1;
+  t->top = need;
+  return need - n;
+}
+
+void yp_transport_recycle(yp_transport *t, int index) {
+  slot *s = t->slots[index];
+  if (s->body_cap > KEEP_BODY_MAX) {
+    free(s->resp.body);
+    s->resp.body = NULL;
+    s->resp.body_len = s->body_cap = 0;
+  }
+}
+
+void yp_transport_release_to(yp_transport *t, int mark) {
+  for (int i = mark; i < t->top; i++) {
+    slot *s = t->slots[i];
+    if (s->busy) curl_multi_remove_handle(t->multi, s->easy);
+    s->busy = s->finished = 0;
+    yp_transport_recycle(t, i);
+  }
+  if (mark < t->top) t->top = mark;
 }
 
 int yp_transport_submit(yp_transport *t, int index, const yp_http_request *req) {
@@ -182,39 +211,46 @@ int yp_transport_submit(yp_transport *t, int index, const yp_http_request *req) 
   return 1;
 }
 
-/* Whether any request byte can have left: errors that stop before the request is written say no. */
+/* Maps libcurl's result to ours, and decides whether a request byte may have left. The rule is
+ * the send boundary, not the error's name: once the connection (and TLS) were up, any failure may
+ * come after the server read the request, so it counts as maybe sent. */
 static void classify(slot *s, CURLcode code) {
   yp_http_response *r = &s->resp;
   curl_off_t pretransfer = 0;
+  long request_size = 0;
   curl_easy_getinfo(s->easy, CURLINFO_PRETRANSFER_TIME_T, &pretransfer);
+  curl_easy_getinfo(s->easy, CURLINFO_REQUEST_SIZE, &request_size);
+  int started = pretransfer > 0 || request_size > 0;
+  r->maybe_sent = 1;
   switch (code) {
-    case CURLE_OK: r->error = YP_TR_OK; r->maybe_sent = 1; return;
+    case CURLE_OK: r->error = YP_TR_OK; return;
     case CURLE_COULDNT_RESOLVE_HOST:
-    case CURLE_COULDNT_RESOLVE_PROXY: r->error = YP_TR_DNS; break;
-    case CURLE_COULDNT_CONNECT: r->error = YP_TR_CONNECT; break;
+    case CURLE_COULDNT_RESOLVE_PROXY: r->error = YP_TR_DNS; r->maybe_sent = 0; break;
+    case CURLE_COULDNT_CONNECT: r->error = YP_TR_CONNECT; r->maybe_sent = 0; break;
     case CURLE_SSL_CONNECT_ERROR:
     case CURLE_PEER_FAILED_VERIFICATION:
     case CURLE_SSL_CACERT_BADFILE:
     case CURLE_SSL_CERTPROBLEM:
     case CURLE_SSL_CIPHER:
     case CURLE_SSL_ISSUER_ERROR:
-    case CURLE_SSL_ENGINE_NOTFOUND: r->error = YP_TR_TLS; break;
-    case CURLE_UNSUPPORTED_PROTOCOL:
-    case CURLE_URL_MALFORMAT: r->error = YP_TR_OTHER; break;
-    case CURLE_OPERATION_TIMEDOUT:
-      r->error = YP_TR_TIMEOUT;
-      r->maybe_sent = pretransfer > 0; /* zero: still connecting or in the TLS handshake */
+    case CURLE_SSL_ENGINE_NOTFOUND: r->error = YP_TR_TLS; r->maybe_sent = started; break;
+    case CURLE_URL_MALFORMAT: r->error = YP_TR_OTHER; r->maybe_sent = 0; break;
+    case CURLE_UNSUPPORTED_PROTOCOL: /* also "Received HTTP/0.9", after the request went out */
+      r->error = started ? YP_TR_PROTOCOL : YP_TR_OTHER;
+      r->maybe_sent = started;
       break;
+    case CURLE_WEIRD_SERVER_REPLY: r->error = YP_TR_PROTOCOL; break;
+    case CURLE_OPERATION_TIMEDOUT: r->error = YP_TR_TIMEOUT; r->maybe_sent = started; break;
     case CURLE_WRITE_ERROR:
     case CURLE_FILESIZE_EXCEEDED:
       r->error = s->too_large || code == CURLE_FILESIZE_EXCEEDED ? YP_TR_TOO_LARGE : YP_TR_OTHER;
-      r->maybe_sent = 1;
       break;
     case CURLE_SEND_ERROR:
     case CURLE_RECV_ERROR:
     case CURLE_GOT_NOTHING:
-    case CURLE_PARTIAL_FILE: r->error = YP_TR_LOST; r->maybe_sent = 1; break;
-    default: r->error = YP_TR_OTHER; r->maybe_sent = 1; break; /* unknown: assume the worst */
+    case CURLE_PARTIAL_FILE: r->error = YP_TR_LOST; break;
+    case CURLE_OUT_OF_MEMORY: /* libcurl's answer to a giant header line, among others */
+    default: r->error = started ? YP_TR_PROTOCOL : YP_TR_OTHER; r->maybe_sent = started; break;
   }
   snprintf(r->detail, sizeof r->detail, "%.150s", s->errbuf[0] ? s->errbuf : curl_easy_strerror(code));
 }
@@ -243,10 +279,10 @@ static void drive(yp_transport *t) {
   collect(t);
 }
 
-int yp_transport_wait(yp_transport *t) {
+int yp_transport_wait(yp_transport *t, int first, int n) {
   for (;;) {
     int busy = 0;
-    for (int i = 0; i < t->nslots; i++) {
+    for (int i = first; i < first + n && i < t->top; i++) {
       if (t->slots[i]->finished) {
         t->slots[i]->finished = 0;
         return i;
@@ -259,29 +295,17 @@ int yp_transport_wait(yp_transport *t) {
   }
 }
 
-void yp_transport_cancel(yp_transport *t) {
-  for (int i = 0; i < t->nslots; i++) {
-    slot *s = t->slots[i];
-    if (s->busy) curl_multi_remove_handle(t->multi, s->easy);
-    s->busy = s->finished = 0;
-  }
-}
-
 const yp_http_response *yp_transport_response(yp_transport *t, int index) {
   return &t->slots[index]->resp;
 }
 
-const yp_http_response *yp_transport_perform(yp_transport *t, const yp_http_request *req) {
+const yp_http_response *yp_transport_perform(yp_transport *t, int index,
+                                             const yp_http_request *req) {
   static const yp_http_response no_memory = {0, NULL, 0, -1, YP_TR_OTHER, 0, 0, "out of memory"};
-  if (!yp_transport_start(t, 1) || !yp_transport_submit(t, 0, req)) return &no_memory;
-  slot *s = t->slots[0];
+  if (!yp_transport_submit(t, index, req)) return &no_memory;
   drive(t);
-  while (!s->finished) { /* other slots' completions stay flagged for yp_transport_wait */
-    curl_multi_poll(t->multi, NULL, 0, 250, NULL);
-    drive(t);
-  }
-  s->finished = 0;
-  return &s->resp;
+  if (yp_transport_wait(t, index, 1) != index) return &no_memory; /* cannot happen: it was busy */
+  return &t->slots[index]->resp;
 }
 
 void yp_transport_sleep(yp_transport *t, double seconds) {

@@ -1,0 +1,150 @@
+/* classify.c: turns one exchange (transport outcome, status, body) into the call's result or an
+ * error object, and decides what may happen next. Owns the envelope rules and the never-twice rule. */
+#include <string.h>
+
+#include "classify.h"
+#include "errors.h"
+#include "json.h"
+
+static const char *transport_kind(yp_transport_error e) {
+  switch (e) {
+    case YP_TR_TIMEOUT: return YP_KIND_TIMEOUT;
+    case YP_TR_TOO_LARGE:
+    case YP_TR_PROTOCOL: return YP_KIND_HTTP;
+    default: return YP_KIND_NETWORK;
+  }
+}
+
+static const char *transport_code(yp_transport_error e) {
+  switch (e) {
+    case YP_TR_DNS: return "dns_failed";
+    case YP_TR_CONNECT: return "connect_failed";
+    case YP_TR_TLS: return "tls_failed";
+    case YP_TR_TIMEOUT: return "timeout";
+    case YP_TR_LOST: return "connection_lost";
+    case YP_TR_TOO_LARGE: return "response_too_large";
+    case YP_TR_PROTOCOL: return "bad_response";
+    default: return "transport_failed";
+  }
+}
+
+/* Pushes the envelope member `name` as text when it is a string or a number (JSON lets a server
+ * send either), else pushes nothing and returns 0. The pushed value stays anchored on the stack:
+ * converting a table member in place would leave a pointer into a collectable string. */
+static int push_member_text(lua_State *L, int env, const char *name) {
+  lua_getfield(L, env, name);
+  int t = lua_type(L, -1);
+  if (t == LUA_TSTRING) return 1;
+  if (t == LUA_TNUMBER) {
+    lua_tostring(L, -1); /* converts the stack copy, which stays on the stack */
+    return 1;
+  }
+  lua_pop(L, 1);
+  return 0;
+}
+
+/* The envelope's `status` when it is an integer HTTP status, else 0. */
+static long member_status(lua_State *L, int env) {
+  lua_getfield(L, env, "status");
+  long status = 0;
+  if (lua_type(L, -1) == LUA_TNUMBER) {
+    lua_Number n = lua_tonumber(L, -1);
+    if (n >= 100 && n <= 599 && n == (lua_Number)(long)n) status = (long)n;
+  }
+  lua_pop(L, 1);
+  return status;
+}
+
+yp_outcome yp_classify(lua_State *L, const yp_endpoint *ep, const yp_http_response *r,
+                       int max_depth, const char *const *secrets) {
+  yp_error e = {NULL, NULL, NULL, r->status, NULL, 0, ep->name, secrets};
+  int top = lua_gettop(L);
+  int replay_safe = (ep->flags & YP_REPLAY_SAFE) != 0;
+  /* `proof`: the answer shows the call was not applied, so sending it again cannot double it. */
+  int proof = 0;
+  long status = r->status;
+  char reason[200];
+  luaL_checkstack(L, 12, "yeastar.partner");
+
+  if (r->error != YP_TR_OK) {
+    e.kind = transport_kind(r->error);
+    e.code = transport_code(r->error);
+    e.status = 0;
+    status = 0;
+    proof = !r->maybe_sent;
+    /* TLS failures and broken replies are not luck: retrying cannot help. */
+    e.retryable = r->error == YP_TR_DNS || r->error == YP_TR_CONNECT ||
+                  r->error == YP_TR_TIMEOUT || r->error == YP_TR_LOST;
+    lua_pushstring(L, r->detail);
+  } else {
+    int decoded = json_decode(L, r->body ? r->body : "", r->body_len, max_depth, reason,
+                              sizeof reason);
+    int env = decoded && lua_istable(L, -1) ? lua_gettop(L) : 0;
+    int has_code = env && push_member_text(L, env, "code");
+    if (has_code) {
+      const char *code = lua_tostring(L, -1);
+      int http_ok = r->status >= 200 && r->status < 300;
+      long env_status = member_status(L, env);
+      /* A 2xx whose envelope names an error status is that status (seen: 200 + "status": 500). */
+      if (http_ok && env_status) status = env_status;
+      if (push_member_text(L, env, "requestId")) e.request_id = lua_tostring(L, -1);
+      if (status >= 200 && status < 300 && strcmp(code, "success") == 0) {
+        lua_getfield(L, env, "result");
+        if (lua_isnil(L, -1)) { /* no result member: say "done" rather than look like a failure */
+          lua_pop(L, 1);
+          lua_pushboolean(L, 1);
+        }
+        lua_replace(L, top + 1);
+        lua_settop(L, top + 1);
+        return YP_OUT_DONE;
+      }
+      e.status = status;
+      e.kind = status == 401 ? YP_KIND_AUTH : YP_KIND_API;
+      /* "success" with an error status, or a 2xx with any other code: never a success. */
+      e.code = strcmp(code, "success") == 0 ? "unexpected_status" : code;
+      e.retryable = status == 408 || status == 429 || status >= 500;
+      /* The portal's own refusal (4xx with its envelope) proves nothing was applied; a 408
+       * (the server gave up reading) or a 5xx does not. */
+      proof = status == 401 || status == 429 || (status >= 400 && status < 500 && status != 408);
+      if (!push_member_text(L, env, "detailMessage")) {
+        lua_pushstring(L, e.code);
+      } else if (yp_rawlen(L, -1) == 0) {
+        lua_pop(L, 1);
+        lua_pushstring(L, e.code);
+      }
+    } else if (r->status >= 200 && r->status < 300) {
+      e.kind = YP_KIND_DECODE;
+      e.code = decoded ? "bad_envelope" : "invalid_json";
+      lua_pushstring(L, decoded ? "the response is JSON but not the portal's envelope" : reason);
+    } else {
+      e.kind = r->status == 401 ? YP_KIND_AUTH : YP_KIND_HTTP;
+      e.code = r->status == 401 ? "unauthorized" : "http_error";
+      e.retryable = status == 408 || status == 429 || status >= 500;
+      proof = status == 401 || status == 429;
+      lua_pushfstring(L, "HTTP status %d without a portal envelope", (int)r->status);
+    }
+  }
+
+  yp_outcome out = YP_OUT_FAIL;
+  if (!replay_safe && r->maybe_sent && !proof) {
+    /* Bound the server's text first: the sentence around it must survive the cut. */
+    size_t n;
+    const char *detail = lua_tolstring(L, -1, &n);
+    yp_push_safe_text(L, detail, n, 160, secrets);
+    lua_pushfstring(L,
+                    "%s may or may not have been applied (%s: %s); look it up before "
+                    "sending it again",
+                    ep->name, e.code, lua_tostring(L, -1));
+    e.kind = YP_KIND_AMBIGUOUS;
+    e.retryable = 0;
+  } else if (status == 401) {
+    out = YP_OUT_REAUTH;
+  } else if (e.retryable && (replay_safe || proof || !r->maybe_sent)) {
+    out = YP_OUT_RETRY;
+  }
+  e.message = lua_tostring(L, -1);
+  yp_push_error(L, &e);
+  lua_replace(L, top + 1);
+  lua_settop(L, top + 1);
+  return out;
+}
