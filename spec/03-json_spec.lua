@@ -456,10 +456,30 @@ describe("json_encode", function()
     end
   end)
 
-  it("writes integral floats as exact integers", function()
-    assert.equal("100", encode(100.0))
-    assert.equal("3049040650094403584", encode(3049040650094403584.0))
-    assert.equal("-9223372036854775808", encode(-2.0 ^ 63))
+  it("keeps integral floats floats, so that they decode as floats again", function()
+    assert.equal("100.0", encode(100.0))
+    assert.equal("0.0", encode(0.0))
+    assert.equal("3.0490406500944036e+18", encode(3049040650094403584.0))
+    assert.equal("-9.223372036854776e+18", encode(-2.0 ^ 63))
+    for _, x in ipairs({ 100.0, 0.0, -0.0, 1e15, 1e16, 2.0 ^ 53, 3049040650094403584.0, -2.0 ^ 63 }) do
+      local back = decode(encode(x))
+      assert.equal("float", math.type(back))
+      assert.equal(x, back)
+    end
+    assert.equal("[1.0,2]", encode(decode("[1.0,2]")))
+  end)
+
+  it("keeps empty arrays arrays: decoded ones carry partner.array_mt", function()
+    local partner = require "yeastar.partner"
+    local doc = decode('{"connectionServiceList":[],"nested":[[]],"obj":{}}')
+    assert.equal(partner.array_mt, getmetatable(doc.connectionServiceList))
+    assert.equal('{"connectionServiceList":[],"nested":[[]],"obj":{}}', encode(doc))
+    assert.equal("[]", encode(setmetatable({}, partner.array_mt)))
+    assert.equal("[]", encode(setmetatable({}, { __jsontype = "array" })))
+    assert.equal("{}", encode({}))
+    assert.equal("{}", encode(setmetatable({}, {})))
+    assert.equal("array", partner.array_mt.__jsontype)
+    assert.equal(2, #decode("[1,2]"))
   end)
 
   it("escapes quotes, backslashes and control characters and keeps other UTF-8", function()

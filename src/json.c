@@ -15,6 +15,54 @@ void json_push_null(lua_State *L) {
   lua_pushlightuserdata(L, NULL);
 }
 
+void json_push_array_mt(lua_State *L) {
+  if (luaL_newmetatable(L, JSON_ARRAY_MT)) { /* first use: mark it as dkjson and others read it */
+    lua_pushliteral(L, "array");
+    lua_setfield(L, -2, "__jsontype");
+  }
+}
+
+/* Pushes package.loaded.cjson[field], or nil: lua-cjson's markers, where that library is loaded. */
+static void push_cjson_field(lua_State *L, const char *field) {
+  lua_getfield(L, LUA_REGISTRYINDEX, "_LOADED");
+  if (lua_istable(L, -1)) {
+    lua_getfield(L, -1, "cjson");
+    lua_remove(L, -2);
+    if (lua_istable(L, -1)) {
+      lua_getfield(L, -1, field);
+      lua_remove(L, -2);
+      return;
+    }
+  }
+  lua_pop(L, 1);
+  lua_pushnil(L);
+}
+
+/* 1 when the empty table at idx is marked as an array: our marker (which decoded arrays carry),
+ * any metatable with __jsontype = "array", or lua-cjson's array_mt / empty_array_mt. */
+static int marked_array(lua_State *L, int idx) {
+  static const char *const cjson_marks[] = {"array_mt", "empty_array_mt"};
+  int yes = 0;
+  size_t i;
+  if (!lua_getmetatable(L, idx)) return 0;
+  json_push_array_mt(L);
+  yes = lua_rawequal(L, -1, -2);
+  lua_pop(L, 1);
+  if (!yes) {
+    lua_pushliteral(L, "__jsontype");
+    lua_rawget(L, -2);
+    yes = lua_type(L, -1) == LUA_TSTRING && strcmp(lua_tostring(L, -1), "array") == 0;
+    lua_pop(L, 1);
+  }
+  for (i = 0; !yes && i < sizeof cjson_marks / sizeof *cjson_marks; i++) {
+    push_cjson_field(L, cjson_marks[i]);
+    yes = lua_rawequal(L, -1, -2);
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 1);
+  return yes;
+}
+
 /* ---------------------------------------------------------------------------------------------
  * UTF-8
  * ------------------------------------------------------------------------------------------- */
@@ -206,9 +254,9 @@ void json_buf_add_integer(lua_State *L, json_buf *b, lua_Integer v) {
   buf_add_ll(L, b, (long long)v);
 }
 
+static int add_shortest(lua_State *L, json_buf *b, double d);
+
 int json_buf_add_float(lua_State *L, json_buf *b, double d) {
-  char tmp[40], out[40];
-  int prec, n = 0, i, j = 0, in_sep = 0;
   if (isnan(d) || isinf(d)) return 0;
   if (d == 0 && signbit(d)) {
     /* "-0" would come back as the integer 0; "-0.0" keeps the value (and is Lua's own spelling). */
@@ -222,6 +270,13 @@ int json_buf_add_float(lua_State *L, json_buf *b, double d) {
     buf_add_ll(L, b, (long long)d);
     return 1;
   }
+  return add_shortest(L, b, d);
+}
+
+/* The shortest of %.15g/%.16g/%.17g that reads back equal, with '.' whatever the locale. */
+static int add_shortest(lua_State *L, json_buf *b, double d) {
+  char tmp[40], out[40];
+  int prec, n = 0, i, j = 0, in_sep = 0;
   for (prec = 15; prec <= 17; prec++) {
     n = snprintf(tmp, sizeof tmp, "%.*g", prec, d);
     /* snprintf and strtod use the same C locale, so reading back here is a fair test even where
@@ -535,6 +590,8 @@ value:
       goto key;
     }
     cur = 0;
+    json_push_array_mt(L);
+    lua_setmetatable(L, -2);
     p = skip_ws(p, end);
     if (p < end && *p == ']') {
       p++;
@@ -726,6 +783,21 @@ static lua_Integer array_key(lua_State *L, int idx) {
 
 static void enc_value(encoder *e, int idx, int depth, const enc_path *at);
 
+#if YP_INTEGER_SUBTYPE
+/* A Lua float keeps being a float: 1.0 is written "1.0", not "1", which would come back as the
+ * integer 1. Large integral floats take the exponent form, which also reads back as a float. */
+static int add_lua_float(lua_State *L, json_buf *b, double d) {
+  if (isnan(d) || isinf(d)) return 0;
+  if (d == floor(d) && fabs(d) < 1e16 && !(d == 0 && signbit(d))) {
+    buf_add_ll(L, b, (long long)d);
+    json_buf_add(L, b, ".0", 2);
+    return 1;
+  }
+  if (d == floor(d) && d != 0) return add_shortest(L, b, d);
+  return json_buf_add_float(L, b, d);
+}
+#endif
+
 static void enc_table(encoder *e, int idx, int depth, const enc_path *at) {
   lua_State *L = e->L;
   json_buf *b = e->b;
@@ -761,7 +833,7 @@ static void enc_table(encoder *e, int idx, int depth, const enc_path *at) {
   }
 
   if (kind == EMPTY) {
-    json_buf_add(L, b, "{}", 2);
+    json_buf_add(L, b, marked_array(L, idx) ? "[]" : "{}", 2);
     return;
   }
 
@@ -828,9 +900,12 @@ static void enc_value(encoder *e, int idx, int depth, const enc_path *at) {
       json_buf_add_integer(L, e->b, lua_tointeger(L, idx));
       return;
     }
-#endif
+    if (!add_lua_float(L, e->b, (double)lua_tonumber(L, idx)))
+      enc_error(e, at, "cannot encode NaN or infinity");
+#else
     if (!json_buf_add_float(L, e->b, (double)lua_tonumber(L, idx)))
       enc_error(e, at, "cannot encode NaN or infinity");
+#endif
     return;
   case LUA_TSTRING: {
     size_t n;
@@ -844,6 +919,13 @@ static void enc_value(encoder *e, int idx, int depth, const enc_path *at) {
       json_buf_add(L, e->b, "null", 4);
       return;
     }
+    push_cjson_field(L, "empty_array"); /* lua-cjson's own marker for [] */
+    if (lua_rawequal(L, -1, idx)) {
+      lua_pop(L, 1);
+      json_buf_add(L, e->b, "[]", 2);
+      return;
+    }
+    lua_pop(L, 1);
     break;
   case LUA_TTABLE:
     enc_table(e, idx, depth + 1, at);

@@ -9,6 +9,11 @@
 /* Default nesting limit for decoding and encoding; also what a max_depth < 1 means. */
 #define JSON_DEFAULT_DEPTH 512
 
+/* Decoded arrays carry this metatable, so that they encode as arrays again even when empty
+ * (partner.array_mt). Where lua-cjson with array_mt is loaded first, it is cjson's own. */
+#define JSON_ARRAY_MT "yeastar.partner.array"
+void json_push_array_mt(lua_State *L);
+
 /* JSON null is the light userdata NULL (documented to users as partner.null; same value as cjson.null). */
 void json_push_null(lua_State *L);
 

@@ -1,5 +1,5 @@
 /* partner.c: the module entry point (luaopen_yeastar_partner): version, null sentinel,
- * constructor, JSON helpers, endpoint catalogue, and the Lua-side workflows embedded in the .so. */
+ * constructor, JSON helpers and array marker, endpoint catalogue, and the Lua-side workflows embedded in the .so. */
 #include <curl/curl.h>
 
 #include "client.h"
@@ -48,6 +48,26 @@ static void push_catalogue(lua_State *L) {
   }
 }
 
+/* Where lua-cjson (OpenResty's, which has array_mt) is already loaded, our decoded arrays carry
+ * its marker, so that cjson.encode keeps them arrays too. Otherwise json.c makes our own. */
+static void adopt_cjson_array_mt(lua_State *L) {
+  luaL_getmetatable(L, JSON_ARRAY_MT);
+  int have = !lua_isnil(L, -1);
+  lua_pop(L, 1);
+  if (have) return;
+  lua_getfield(L, LUA_REGISTRYINDEX, "_LOADED");
+  if (lua_istable(L, -1)) {
+    lua_getfield(L, -1, "cjson");
+    if (lua_istable(L, -1)) {
+      lua_getfield(L, -1, "array_mt");
+      if (lua_istable(L, -1)) lua_setfield(L, LUA_REGISTRYINDEX, JSON_ARRAY_MT);
+      else lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 1);
+}
+
 __attribute__((visibility("default"))) int luaopen_yeastar_partner(lua_State *L);
 
 int luaopen_yeastar_partner(lua_State *L) {
@@ -67,6 +87,9 @@ int luaopen_yeastar_partner(lua_State *L) {
   lua_setfield(L, -2, "_VERSION");
   json_push_null(L);
   lua_setfield(L, -2, "null");
+  adopt_cjson_array_mt(L);
+  json_push_array_mt(L);
+  lua_setfield(L, -2, "array_mt");
   push_catalogue(L);
   lua_setfield(L, -2, "endpoints");
 

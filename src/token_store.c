@@ -1,6 +1,7 @@
 /* token_store.c: partner.file_token_store(path), a ready token store for cron jobs. The file
- * is written atomically (temp file + rename) and only ever with mode 0600. */
+ * is written atomically (a temp file of its own per writer, then rename), only ever mode 0600. */
 #include <errno.h>
+#include <stdlib.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
@@ -43,9 +44,12 @@ static int store_save(lua_State *L) {
   const char *path = lua_tostring(L, lua_upvalueindex(1));
   json_buf *b = json_buf_push(L);
   json_encode_value(L, 1, b, 8, "token store");
-  const char *tmp = lua_pushfstring(L, "%s.tmp", path);
-  unlink(tmp); /* a stale temp file of someone else's would keep its mode */
-  int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+  /* A name of its own per writer: several cron jobs may save at once, and a shared temp name
+   * would let one truncate or rename away another's file. mkstemp opens it 0600, O_EXCL. */
+  char *tmp = (char *)yp_newuserdata(L, strlen(path) + 12);
+  strcpy(tmp, path);
+  strcat(tmp, ".tmp.XXXXXX");
+  int fd = mkstemp(tmp);
   if (fd < 0) return push_errno(L, "create the token file");
   size_t done = 0;
   while (done < b->len) {
