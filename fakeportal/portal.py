@@ -948,7 +948,8 @@ def is_int(v):
 
 
 FAULT_FIELDS = {"match", "count", "status", "envelope", "code", "retry_after", "html", "body",
-                "content_type", "delay", "drop", "process", "truncate", "large_body_bytes", "trickle"}
+                "content_type", "delay", "drop", "process", "truncate", "large_body_bytes", "trickle",
+                "raw_b64", "echo"}
 DEFAULT_CODES = {400: "parameter_validation_failed", 401: "unauthorized", 403: "forbidden", 404: "not_found",
                  408: "request_timeout", 429: "too_many_requests", 500: "internal_error", 502: "bad_gateway",
                  503: "service_unavailable", 504: "gateway_timeout"}
@@ -968,10 +969,10 @@ def normalize_fault(data):
     f["remaining"] = int(f.get("count", 1)) if is_int(f.get("count", 1)) else 0
     if f["remaining"] < 1:
         raise ControlError("count must be a positive integer")
-    for k in ("envelope", "drop", "process", "truncate"):
+    for k in ("envelope", "drop", "process", "truncate", "echo"):
         if k in f and type(f[k]) is not bool:
             raise ControlError(k + " must be a boolean")
-    for k in ("code", "retry_after", "html", "body", "content_type"):
+    for k in ("code", "retry_after", "html", "body", "content_type", "raw_b64"):
         if k in f and type(f[k]) is not str:
             raise ControlError(k + " must be a string")
     if "status" in f and not (is_int(f["status"]) and 100 <= f["status"] <= 599):
@@ -1157,6 +1158,25 @@ class ApiHandler(BaseHandler):
         if f.get("drop"):
             self.close_connection = True     # read everything, answer nothing
             return "dropped"
+        if "raw_b64" in f:                   # hostile server: these exact bytes, then close
+            self.close_connection = True
+            data = base64.b64decode(f["raw_b64"])
+            if f.get("trickle"):
+                for i in range(len(data)):
+                    if not self.write(data[i:i + 1]):
+                        break
+                    time.sleep(f["trickle"])
+            else:
+                self.write(data)
+            return "raw"
+        if f.get("echo"):                    # hostile server: every envelope field echoes the request
+            text = "%s %s?%s\n%s\n\n%s" % (self.command, raw_path, query,
+                                           "\n".join("%s: %s" % kv for kv in headers),
+                                           body.decode("utf-8", "replace"))
+            status = int(f.get("status", 400))
+            env = {"code": text, "detailMessage": text, "requestId": text, "status": status, "result": text}
+            self.send_full(status, JSON_TYPE, json_bytes(env))
+            return "%d echoed" % status
         extra = [("Retry-After", f["retry_after"])] if "retry_after" in f else []
         if "large_body_bytes" in f and canned_response(f) is None:
             self.send_large(int(f["large_body_bytes"]), extra)

@@ -72,6 +72,24 @@ local function b64decode(s)
 end
 M.b64decode = b64decode
 
+function M.b64encode(s)
+  local alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+  local out = {}
+  for i = 1, #s, 3 do
+    local a, b, c = s:byte(i, i + 2)
+    local n = a * 65536 + (b or 0) * 256 + (c or 0)
+    local chars = {}
+    for j = 1, 4 do
+      local v = math.floor(n / 64 ^ (4 - j)) % 64
+      chars[j] = alphabet:sub(v + 1, v + 1)
+    end
+    if not b then chars[3] = "=" end
+    if not c then chars[4] = "=" end
+    out[#out + 1] = table.concat(chars)
+  end
+  return table.concat(out)
+end
+
 local Portal = {}
 Portal.__index = Portal
 
