@@ -731,8 +731,10 @@ static int token_exchange(lua_State *L, yp_client *c, int refresh, double deadli
     yp_push_error(L, &e);
     return 0;
   }
-  double lifetime = field_number(L, -1, "expiresIn", ACCESS_TOKEN_LIFETIME_MIN,
-                                 ACCESS_TOKEN_LIFETIME_MAX, ACCESS_TOKEN_LIFETIME);
+  /* Not a positive number: the modelled lifetime. Too long: the longest we believe. */
+  double lifetime = field_number(L, -1, "expiresIn", ACCESS_TOKEN_LIFETIME_MIN, HUGE_VAL,
+                                 ACCESS_TOKEN_LIFETIME);
+  if (lifetime > ACCESS_TOKEN_LIFETIME_MAX) lifetime = ACCESS_TOKEN_LIFETIME_MAX;
   set_tokens(L, c, token, field_token(L, -1, "refreshToken"), field_token(L, -1, "tokenHead"));
   c->access_obtained = now_wall();
   c->access_expires = c->access_obtained + lifetime;
