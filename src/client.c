@@ -206,6 +206,11 @@ static int client_close(lua_State *L) {
   return 1;
 }
 
+static int client_is_closed(lua_State *L) {
+  lua_pushboolean(L, check_client(L, 1)->closed);
+  return 1;
+}
+
 static int client_gc(lua_State *L) {
   client_close(L);
   return 0;
@@ -1015,6 +1020,7 @@ void yp_client_register(lua_State *L) {
                                   {"__tostring", client_tostring},
                                   {NULL, NULL}};
   static const luaL_Reg methods[] = {{"close", client_close},
+                                     {"is_closed", client_is_closed},
                                      {"prepare", client_prepare},
                                      {"batch", client_batch},
                                      {NULL, NULL}};

@@ -230,6 +230,13 @@ function methods:ensure_auto_renewal(devices, opts)
       end
     end,
   })
+  if self:is_closed() then -- a callback closed the client: the rest fail, nothing is sent
+    for j, d in ipairs(to_enable) do
+      settle(index_of[j], "failed", new_error { kind = "closed", code = "client_closed",
+        endpoint = "enable_auto_renewal", message = "the client was closed before this call could be sent" })
+    end
+    return report
+  end
   self:batch("enable_auto_renewal", to_enable, {
     concurrency = opts.concurrency,
     on_result = function(j, result, err)
