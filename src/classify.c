@@ -1,10 +1,20 @@
 /* classify.c: turns one exchange (transport outcome, status, body) into the call's result or an
- * error object, and decides what may happen next. Owns the envelope rules and the never-twice rule. */
+ * error, decides what may happen next, and reads token responses. Owns the envelope rules, the
+ * never-twice rule and the token lifetime bounds. */
+#include <math.h>
 #include <string.h>
 
 #include "classify.h"
 #include "errors.h"
 #include "json.h"
+
+/* Modelled access-token lifetime (Authorization Rules page): 30 minutes. A server's expiresIn is
+ * believed within these bounds; not a positive number gets the model's, too long the longest. */
+#define ACCESS_TOKEN_LIFETIME 1800.0
+#define ACCESS_TOKEN_LIFETIME_MIN 1.0
+#define ACCESS_TOKEN_LIFETIME_MAX (30 * 24 * 3600.0)
+#define TOKEN_MAX 8192
+#define TOKEN_HEAD_MAX 32
 
 static const char *transport_kind(yp_transport_error e) {
   switch (e) {
@@ -147,4 +157,35 @@ yp_outcome yp_classify(lua_State *L, const yp_endpoint *ep, const yp_http_respon
   lua_replace(L, top + 1);
   lua_settop(L, top + 1);
   return out;
+}
+
+const char *yp_token_field(lua_State *L, int t, const char *name) {
+  t = yp_absindex(L, t);
+  lua_getfield(L, t, name);
+  const char *s = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
+  size_t n = s ? yp_rawlen(L, -1) : 0;
+  lua_pop(L, 1); /* anchored in t */
+  if (!s || n == 0 || n > TOKEN_MAX) return NULL;
+  for (size_t i = 0; i < n; i++) /* a newline would forge a header; a space, a second value */
+    if (s[i] <= ' ' || s[i] > '~') return NULL;
+  return s;
+}
+
+double yp_number_field(lua_State *L, int t, const char *name, double min, double max, double def) {
+  lua_getfield(L, t, name);
+  double v = lua_isnumber(L, -1) ? (double)lua_tonumber(L, -1) : def;
+  lua_pop(L, 1);
+  return v >= min && v <= max ? v : def; /* also def for NaN */
+}
+
+int yp_read_token(lua_State *L, int idx, yp_token_result *out) {
+  idx = yp_absindex(L, idx);
+  if (!lua_istable(L, idx) || !(out->token = yp_token_field(L, idx, "token"))) return 0;
+  out->refresh_token = yp_token_field(L, idx, "refreshToken");
+  out->token_head = yp_token_field(L, idx, "tokenHead");
+  if (out->token_head && strlen(out->token_head) > TOKEN_HEAD_MAX) out->token_head = NULL;
+  out->lifetime = yp_number_field(L, idx, "expiresIn", ACCESS_TOKEN_LIFETIME_MIN, HUGE_VAL,
+                                  ACCESS_TOKEN_LIFETIME);
+  if (out->lifetime > ACCESS_TOKEN_LIFETIME_MAX) out->lifetime = ACCESS_TOKEN_LIFETIME_MAX;
+  return 1;
 }

@@ -31,13 +31,10 @@
 #define DEFAULT_LOW_SPEED_TIME 20  /* ...for this long, else the exchange times out */
 #define DEFAULT_MAX_RESPONSE (8 * 1024 * 1024)
 #define DEFAULT_MAX_DEPTH 64
-/* Modelled token lifetimes (Authorization Rules page): 30 minutes and 15 days. */
-#define ACCESS_TOKEN_LIFETIME 1800.0
+/* Modelled refresh-token lifetime (Authorization Rules page): 15 days. The access token's
+ * modelled lifetime and bounds live with the token reader, in classify.c. */
 #define REFRESH_TOKEN_LIFETIME (15 * 24 * 3600.0)
 #define REFRESH_AHEAD_MAX 180.0 /* refresh this early, or a quarter of the lifetime if shorter */
-/* A server's expiresIn is believed only within these bounds; anything else gets the model's. */
-#define ACCESS_TOKEN_LIFETIME_MIN 1.0
-#define ACCESS_TOKEN_LIFETIME_MAX (30 * 24 * 3600.0)
 #define STORED_TIME_MAX 1e11 /* seconds since the epoch: a stored time beyond it is garbage */
 
 typedef struct yp_client {
@@ -513,30 +510,6 @@ static void store_call_save(lua_State *L, yp_client *c) {
   if (store_call(L, c, "save", 1)) lua_pop(L, 1);
 }
 
-/* A token-shaped string: printable ASCII without spaces, bounded. Anything else (a newline
- * would forge a header) is not a token. */
-#define TOKEN_MAX 8192
-static const char *field_token(lua_State *L, int t, const char *name) {
-  lua_getfield(L, t, name);
-  const char *s = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
-  size_t n = s ? yp_rawlen(L, -1) : 0;
-  lua_pop(L, 1); /* anchored in t */
-  if (!s || n == 0 || n > TOKEN_MAX) return NULL;
-  for (size_t i = 0; i < n; i++)
-    if (s[i] <= ' ' || s[i] > '~') return NULL;
-  return s;
-}
-
-/* A number (or numeric string: expiresIn is a String) in [min, max], else def. */
-static double field_number(lua_State *L, int t, const char *name, double min, double max,
-                           double def) {
-  lua_getfield(L, t, name);
-  int isnum = lua_isnumber(L, -1);
-  double v = isnum ? (double)lua_tonumber(L, -1) : def;
-  lua_pop(L, 1);
-  return v >= min && v <= max ? v : def; /* also false for NaN */
-}
-
 static void set_tokens(lua_State *L, yp_client *c, const char *token, const char *refresh,
                        const char *head) {
   drop_tokens(c);
@@ -553,12 +526,12 @@ static void store_call_load(lua_State *L, yp_client *c) {
     int t = lua_gettop(L);
     lua_getfield(L, t, "clientId"); /* stays on the stack while id is used */
     const char *id = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
-    const char *token = field_token(L, t, "token");
+    const char *token = yp_token_field(L, t, "token");
     if (id && strcmp(id, c->client_id) == 0 && token) { /* another account's token is useless */
-      set_tokens(L, c, token, field_token(L, t, "refreshToken"), field_token(L, t, "tokenHead"));
-      c->access_obtained = field_number(L, t, "obtainedAt", 0, STORED_TIME_MAX, 0);
-      c->access_expires = field_number(L, t, "expiresAt", 0, STORED_TIME_MAX, 0);
-      c->refresh_expires = field_number(L, t, "refreshExpiresAt", 0, STORED_TIME_MAX, 0);
+      set_tokens(L, c, token, yp_token_field(L, t, "refreshToken"), yp_token_field(L, t, "tokenHead"));
+      c->access_obtained = yp_number_field(L, t, "obtainedAt", 0, STORED_TIME_MAX, 0);
+      c->access_expires = yp_number_field(L, t, "expiresAt", 0, STORED_TIME_MAX, 0);
+      c->refresh_expires = yp_number_field(L, t, "refreshExpiresAt", 0, STORED_TIME_MAX, 0);
     }
     lua_pop(L, 1);
     lua_pop(L, 1);
@@ -728,21 +701,17 @@ static int token_exchange(lua_State *L, yp_client *c, int refresh, double deadli
   lua_pop(L, 1);
   if (!ok) return 0;
 
-  const char *token = lua_istable(L, -1) ? field_token(L, -1, "token") : NULL;
-  if (!token) {
+  yp_token_result t;
+  if (!yp_read_token(L, -1, &t)) {
     lua_pop(L, 1);
     yp_error e = {YP_KIND_DECODE, "bad_token_response", "the token response has no usable token",
                   200, NULL, 0, ep->name, NULL};
     yp_push_error(L, &e);
     return 0;
   }
-  /* Not a positive number: the modelled lifetime. Too long: the longest we believe. */
-  double lifetime = field_number(L, -1, "expiresIn", ACCESS_TOKEN_LIFETIME_MIN, HUGE_VAL,
-                                 ACCESS_TOKEN_LIFETIME);
-  if (lifetime > ACCESS_TOKEN_LIFETIME_MAX) lifetime = ACCESS_TOKEN_LIFETIME_MAX;
-  set_tokens(L, c, token, field_token(L, -1, "refreshToken"), field_token(L, -1, "tokenHead"));
+  set_tokens(L, c, t.token, t.refresh_token, t.token_head);
   c->access_obtained = now_wall();
-  c->access_expires = c->access_obtained + lifetime;
+  c->access_expires = c->access_obtained + t.lifetime;
   c->refresh_expires = c->access_obtained + REFRESH_TOKEN_LIFETIME;
   lua_pop(L, 1);
   store_call_save(L, c);
