@@ -255,7 +255,7 @@ describe("hardening", function()
       return tonumber(status:match("VmRSS:%s*(%d+)"))
     end
 
-    it("large responses are not kept: 16 replies of 6 MiB leave RSS flat", function()
+    it("large responses are not kept: 16 replies of 6 MiB leave RSS flat #rss", function()
       local c = ready { max_retries = 0 }
       portal:fault { match = { path = STATUS_PATH }, large_body_bytes = 6 * 1024 * 1024, count = 16 }
       local items = {}
