@@ -14,13 +14,7 @@ local function paths(portal)
   return out
 end
 
-local function count(portal, path)
-  local n = 0
-  for _, r in ipairs(portal:requests()) do
-    if r.path == path then n = n + 1 end
-  end
-  return n
-end
+local count = helpers.count
 
 describe("workflows", function()
   local portal

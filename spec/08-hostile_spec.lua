@@ -1,16 +1,9 @@
 -- spec/08-hostile_spec.lua: a misbehaving HTTPS server on 127.0.0.1 (the fake portal's raw and echo
 -- faults) against a replay-safe GET and against create_order: kind, code, request count, no secret.
 local helpers = require "spec.helpers"
-local partner = require "yeastar.partner"
 
-local ORDER_PATH = "/order/openapi/order/v1/save"
-local STATUS_PATH = "/order/openapi/order/v1/check/existed_auto_renew"
-local STATUS = { productNo = "3651E0529415", productId = 12 }
-local ORDER = {
-  operationType = "renew_plan", productId = 15, billingId = "3197218168379846218", poNumber = "PO-hostile",
-  serviceList = { { serviceType = "plan", serviceId = "3049036224189325312", purchaseType = "renew",
-                    billingModel = "recurring", billingCycle = "annually", multiCycle = 1 } },
-}
+local ORDER_PATH, STATUS_PATH, STATUS = helpers.ORDER_PATH, helpers.STATUS_PATH, helpers.STATUS
+local ORDER = helpers.with(helpers.ORDER, { poNumber = "PO-hostile" })
 local ENVELOPE = '{"code":"success","detailMessage":"","requestId":"r1","result":{"autoRenew":true},"status":200}'
 
 local function response(head, body)
@@ -55,21 +48,13 @@ describe("hostile server", function()
   end)
 
   local function client(extra)
-    local opts = { retry_base_delay = 0.01, retry_max_delay = 0.02, timeout = 5,
-                   logger = function(e) exposed[#exposed + 1] = e end }
-    for k, v in pairs(extra or {}) do opts[k] = v end
-    local c = helpers.client(portal, opts)
+    local c = helpers.client(portal, helpers.with({ retry_base_delay = 0.01, retry_max_delay = 0.02,
+      timeout = 5, logger = function(e) exposed[#exposed + 1] = e end }, extra))
     assert(c:regions()) -- logged in: faults hit the call under test
     return c
   end
 
-  local function count(path)
-    local n = 0
-    for _, r in ipairs(portal:requests()) do
-      if r.path == path then n = n + 1 end
-    end
-    return n
-  end
+  local function count(path) return helpers.count(portal, path) end
 
   -- Every token the portal issued, and the client secret, in every spelling a server could echo.
   local function forbidden()

@@ -4,7 +4,7 @@
 local helpers = require "spec.helpers"
 local partner = require "yeastar.partner"
 
-local STATUS = { productNo = "3651E0529415", productId = 12 }
+local STATUS = helpers.STATUS
 local DEVICE = { productNo = "3651E0529415", productId = 12, planOrServiceId = "3049040650094403584" }
 
 describe("misuse", function()
@@ -14,9 +14,8 @@ describe("misuse", function()
   before_each(function() portal:reset() end)
 
   local function client(extra)
-    local opts = { retry_base_delay = 0.01, retry_max_delay = 0.02, timeout = 5 }
-    for k, v in pairs(extra or {}) do opts[k] = v end
-    return helpers.client(portal, opts)
+    return helpers.client(portal, helpers.with({ retry_base_delay = 0.01, retry_max_delay = 0.02,
+      timeout = 5 }, extra))
   end
 
   local function list(n, item)

@@ -237,6 +237,34 @@ function M.client(portal, extra_opts)
   return require("yeastar.partner").new(opts)
 end
 
+-- How many API requests to `path` the portal has received since its last reset.
+function M.count(portal, path)
+  local n = 0
+  for _, r in ipairs(portal:requests()) do
+    if r.path == path then n = n + 1 end
+  end
+  return n
+end
+
+-- A copy of base with extra's fields laid over it.
+function M.with(base, extra)
+  local t = {}
+  for k, v in pairs(base) do t[k] = v end
+  for k, v in pairs(extra or {}) do t[k] = v end
+  return t
+end
+
+-- The seeds' paths and parameters that several spec files send.
+M.TOKEN_PATH = "/auth/openapi/v1/oauth/token"
+M.ORDER_PATH = "/order/openapi/order/v1/save"
+M.STATUS_PATH = "/order/openapi/order/v1/check/existed_auto_renew"
+M.STATUS = { productNo = "3651E0529415", productId = 12 }
+M.ORDER = {
+  operationType = "renew_plan", productId = 15, billingId = "3197218168379846218",
+  serviceList = { { serviceType = "plan", serviceId = "3049036224189325312", purchaseType = "renew",
+                    billingModel = "recurring", billingCycle = "annually", multiCycle = 1 } },
+}
+
 -- A local TCP port with nothing listening on it (bound, never listened, then closed).
 function M.free_port()
   local s = assert(socket.tcp())
