@@ -11,7 +11,7 @@
 typedef enum { YP_OUT_DONE, YP_OUT_FAIL, YP_OUT_RETRY, YP_OUT_REAUTH } yp_outcome;
 
 /* Classifies r for endpoint ep and pushes exactly one value: the result (YP_OUT_DONE) or an
- * error object. secrets (NULL-terminated, may be NULL) are redacted from every text. Raises only
+ * error object. secrets (YP_MAX_SECRETS entries, see errors.h) are redacted from every text. Raises only
  * on memory errors. Every byte of r is treated as hostile. */
 yp_outcome yp_classify(lua_State *L, const yp_endpoint *ep, const yp_http_response *r,
                        int max_depth, const char *const *secrets);

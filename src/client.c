@@ -67,11 +67,6 @@ typedef struct call {
   double deadline, not_before;
 } call;
 
-typedef yp_outcome outcome;
-#define OUT_DONE YP_OUT_DONE
-#define OUT_FAIL YP_OUT_FAIL
-#define OUT_RETRY YP_OUT_RETRY
-#define OUT_REAUTH YP_OUT_REAUTH
 
 static double now_mono(void) {
   struct timespec ts;
@@ -102,13 +97,10 @@ static char *dup_or_raise(lua_State *L, const char *s) {
 }
 
 /* What is redacted from every server text this client turns into a message or a log line. */
-static void client_secrets(const yp_client *c, const char *out[YP_MAX_SECRETS + 1]) {
+static void client_secrets(const yp_client *c, const char *out[YP_MAX_SECRETS]) {
   out[0] = c->client_secret;
   out[1] = c->access_token;
   out[2] = c->refresh_token;
-  out[3] = NULL;
-  if (!out[1]) out[1] = out[2], out[2] = NULL;
-  if (!out[0]) out[0] = out[1], out[1] = out[2], out[2] = NULL;
 }
 
 static void drop_tokens(yp_client *c) {
@@ -404,7 +396,7 @@ static void emit(lua_State *L, yp_client *c) {
 }
 
 static void log_attempt(lua_State *L, yp_client *c, call *k, const yp_http_response *r,
-                        outcome out, double delay) {
+                        yp_outcome out, double delay) {
   if (!has_logger(c)) return;
   int value = lua_gettop(L);
   lua_createtable(L, 0, 10);
@@ -425,7 +417,7 @@ static void log_attempt(lua_State *L, yp_client *c, call *k, const yp_http_respo
   }
   lua_pushnumber(L, r->elapsed);
   lua_setfield(L, -2, "elapsed");
-  if (out == OUT_DONE) {
+  if (out == YP_OUT_DONE) {
     lua_pushboolean(L, 1);
     lua_setfield(L, -2, "ok");
   } else {
@@ -444,7 +436,7 @@ static void log_attempt(lua_State *L, yp_client *c, call *k, const yp_http_respo
 /* A token store that failed: {type = "token_store", op = "load"|"save", message}. The message
  * (on top, popped) is the store's own, sanitized like any outside text. */
 static void log_store_failure(lua_State *L, yp_client *c, const char *op) {
-  const char *secrets[YP_MAX_SECRETS + 1];
+  const char *secrets[YP_MAX_SECRETS];
   size_t n = 0;
   const char *msg = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &n) : NULL;
   client_secrets(c, secrets);
@@ -547,8 +539,8 @@ static void store_call_load(lua_State *L, yp_client *c) {
 
 /* ---- one exchange, classified ----------------------------------------------------------- */
 
-static outcome evaluate(lua_State *L, yp_client *c, call *k, const yp_http_response *r) {
-  const char *secrets[YP_MAX_SECRETS + 1];
+static yp_outcome evaluate(lua_State *L, yp_client *c, call *k, const yp_http_response *r) {
+  const char *secrets[YP_MAX_SECRETS];
   client_secrets(c, secrets);
   return yp_classify(L, k->ep, r, c->max_depth, secrets);
 }
@@ -563,8 +555,8 @@ static double jitter(yp_client *c) { /* xorshift64*: per client, no global state
 }
 
 /* Returns the pause before the next attempt, or -1 when the call ends with the value on top. */
-static double next_delay(yp_client *c, call *k, outcome out, const yp_http_response *r) {
-  if (out == OUT_REAUTH) {
+static double next_delay(yp_client *c, call *k, yp_outcome out, const yp_http_response *r) {
+  if (out == YP_OUT_REAUTH) {
     if (k->reauthed || (k->ep->flags & YP_TOKEN)) return -1;
     k->reauthed = 1; /* the server refused the call, so replaying it once is safe */
     /* Single flight: only a 401 for the token in use drops it. Calls that were sent with an
@@ -572,7 +564,7 @@ static double next_delay(yp_client *c, call *k, outcome out, const yp_http_respo
     if (k->auth_gen == c->token_gen) wipe_free(&c->access_token);
     return 0;
   }
-  if (out != OUT_RETRY || k->retries >= c->max_retries) return -1;
+  if (out != YP_OUT_RETRY || k->retries >= c->max_retries) return -1;
   double delay = c->retry_base_delay * pow(2, k->retries);
   if (delay > c->retry_max_delay) delay = c->retry_max_delay;
   delay *= jitter(c);
@@ -656,13 +648,13 @@ static int run_call(lua_State *L, yp_client *c, call *k) {
     k->attempt++;
     const yp_http_response *r = yp_transport_perform(c->transport, slot, &h);
     wipe_free(&auth_line);
-    outcome out = evaluate(L, c, k, r);
-    double delay = out == OUT_DONE ? -1 : next_delay(c, k, out, r);
+    yp_outcome out = evaluate(L, c, k, r);
+    double delay = out == YP_OUT_DONE ? -1 : next_delay(c, k, out, r);
     log_attempt(L, c, k, r, out, delay);
     yp_transport_recycle(c->transport, slot);
     if (delay < 0) {
       yp_transport_release_to(c->transport, mark);
-      return out == OUT_DONE;
+      return out == YP_OUT_DONE;
     }
     lua_pop(L, 1);
     yp_transport_sleep(c->transport, delay);
@@ -930,8 +922,8 @@ static int batch_io(lua_State *L, yp_client *c, void *state) {
     on_slot[slot - first] = -1;
     in_flight--;
     const yp_http_response *r = yp_transport_response(c->transport, slot);
-    outcome out = evaluate(L, c, &calls[i], r);
-    double delay = out == OUT_DONE ? -1 : next_delay(c, &calls[i], out, r);
+    yp_outcome out = evaluate(L, c, &calls[i], r);
+    double delay = out == YP_OUT_DONE ? -1 : next_delay(c, &calls[i], out, r);
     log_attempt(L, c, &calls[i], r, out, delay);
     yp_transport_recycle(c->transport, slot);
     if (delay >= 0) {
@@ -941,7 +933,7 @@ static int batch_io(lua_State *L, yp_client *c, void *state) {
       continue;
     }
     finished++;
-    batch_finish(L, b, i, out == OUT_DONE);
+    batch_finish(L, b, i, out == YP_OUT_DONE);
   }
   lua_pushvalue(L, BATCH_RESULTS);
   return 1;

@@ -79,8 +79,8 @@ void yp_push_safe_text(lua_State *L, const char *s, size_t len, size_t max,
   if (max > YP_MESSAGE_MAX) max = YP_MESSAGE_MAX;
   if (max < sizeof ELLIPSIS) max = sizeof ELLIPSIS;
   luaL_checkstack(L, 5 * YP_MAX_SECRETS + 4, "yeastar.partner");
-  for (i = 0; secrets && secrets[i] && i < YP_MAX_SECRETS; i++)
-    if (strlen(secrets[i]) >= YP_REDACT_MIN) nspell += push_spellings(L, secrets[i]);
+  for (i = 0; secrets && i < YP_MAX_SECRETS; i++)
+    if (secrets[i] && strlen(secrets[i]) >= YP_REDACT_MIN) nspell += push_spellings(L, secrets[i]);
 
   size_t safe = 0; /* output length at the last character boundary that leaves room for "..." */
   while (p < end) {

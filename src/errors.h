@@ -33,13 +33,14 @@ typedef struct yp_error {
   const char *request_id; /* the portal's requestId, NULL when none */
   int retryable;          /* retrying the same call later may succeed and cannot do harm */
   const char *endpoint;
-  const char *const *secrets; /* NULL-terminated, may be NULL: redacted from every text field */
+  const char *const *secrets; /* YP_MAX_SECRETS entries (NULL: none), or NULL: redacted */
 } yp_error;
 
 /* Pushes a new error object. Every text field goes through yp_push_safe_text. */
 void yp_push_error(lua_State *L, const yp_error *e);
 
-/* Pushes s[0..len) made safe to print: each secret of the NULL-terminated list (also its
+/* Pushes s[0..len) made safe to print: each secret of the list (YP_MAX_SECRETS entries, each
+ * possibly NULL; or no list at all) and also its
  * percent-encoded, form-encoded and JSON-escaped spellings) becomes [REDACTED]; control
  * characters and Unicode line breaks become spaces; bytes that are not UTF-8 become '?'; the
  * result is at most max bytes, cut on a character boundary and ending in "..." when cut. */
