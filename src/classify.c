@@ -38,6 +38,11 @@ static const char *transport_code(yp_transport_error e) {
   }
 }
 
+/* Statuses after which the same call may succeed later. */
+static int status_retryable(long status) {
+  return status == 408 || status == 429 || status >= 500;
+}
+
 /* Pushes the envelope member `name` as text when it is a string or a number (JSON lets a server
  * send either), else pushes nothing and returns 0. The pushed value stays anchored on the stack:
  * converting a table member in place would leave a pointer into a collectable string. */
@@ -112,7 +117,7 @@ yp_outcome yp_classify(lua_State *L, const yp_endpoint *ep, const yp_http_respon
       e.kind = status == 401 ? YP_KIND_AUTH : YP_KIND_API;
       /* "success" with an error status, or a 2xx with any other code: never a success. */
       e.code = strcmp(code, "success") == 0 ? "unexpected_status" : code;
-      e.retryable = status == 408 || status == 429 || status >= 500;
+      e.retryable = status_retryable(status);
       /* The portal's own refusal (4xx with its envelope) proves nothing was applied; a 408
        * (the server gave up reading) or a 5xx does not. */
       proof = status == 401 || status == 429 || (status >= 400 && status < 500 && status != 408);
@@ -129,7 +134,7 @@ yp_outcome yp_classify(lua_State *L, const yp_endpoint *ep, const yp_http_respon
     } else {
       e.kind = r->status == 401 ? YP_KIND_AUTH : YP_KIND_HTTP;
       e.code = r->status == 401 ? "unauthorized" : "http_error";
-      e.retryable = status == 408 || status == 429 || status >= 500;
+      e.retryable = status_retryable(status);
       proof = status == 401 || status == 429;
       lua_pushfstring(L, "HTTP status %d without a portal envelope", (int)r->status);
     }

@@ -244,22 +244,14 @@ static void check_option_names(lua_State *L) {
   }
 }
 
-/* The byte length of option `name` (a string, or a number converted to one). */
-static size_t option_length(lua_State *L, const char *name) {
-  lua_getfield(L, 1, name);
-  size_t n = 0;
-  lua_tolstring(L, -1, &n);
-  lua_pop(L, 1);
-  return n;
-}
-
 static const char *opt_string(lua_State *L, const char *name, const char *def, int required) {
+  size_t len = 0;
   lua_getfield(L, 1, name);
-  const char *s = lua_tostring(L, -1);
+  const char *s = lua_tolstring(L, -1, &len);
   lua_pop(L, 1); /* still anchored in the options table */
   if (!s && required) luaL_error(L, "new: option '%s' is required", name);
   if (s && !*s && required) luaL_error(L, "new: option '%s' must not be empty", name);
-  if (s && strlen(s) != option_length(L, name)) luaL_error(L, "new: option '%s' must not contain NUL", name);
+  if (s && strlen(s) != len) luaL_error(L, "new: option '%s' must not contain NUL", name);
   if (s && strpbrk(s, "\r\n")) luaL_error(L, "new: option '%s' must not contain CR or LF", name);
   return s ? s : def;
 }
@@ -507,7 +499,7 @@ static void set_tokens(lua_State *L, yp_client *c, const char *token, const char
   drop_tokens(c);
   c->access_token = dup_or_raise(L, token);
   c->refresh_token = dup_or_raise(L, refresh);
-  c->token_head = dup_or_raise(L, head && strlen(head) <= 32 ? head : "Bearer");
+  c->token_head = dup_or_raise(L, head ? head : "Bearer");
   c->token_gen++;
 }
 
@@ -518,9 +510,10 @@ static void store_call_load(lua_State *L, yp_client *c) {
     int t = lua_gettop(L);
     lua_getfield(L, t, "clientId"); /* stays on the stack while id is used */
     const char *id = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
-    const char *token = yp_token_field(L, t, "token");
-    if (id && strcmp(id, c->client_id) == 0 && token) { /* another account's token is useless */
-      set_tokens(L, c, token, yp_token_field(L, t, "refreshToken"), yp_token_field(L, t, "tokenHead"));
+    yp_token_result stored; /* the stored table has Token_Details' names */
+    if (id && strcmp(id, c->client_id) == 0 && yp_read_token(L, t, &stored)) {
+      /* another account's token is useless */
+      set_tokens(L, c, stored.token, stored.refresh_token, stored.token_head);
       c->access_obtained = yp_number_field(L, t, "obtainedAt", 0, STORED_TIME_MAX, 0);
       c->access_expires = yp_number_field(L, t, "expiresAt", 0, STORED_TIME_MAX, 0);
       c->refresh_expires = yp_number_field(L, t, "refreshExpiresAt", 0, STORED_TIME_MAX, 0);
@@ -585,7 +578,6 @@ static int make_headers(lua_State *L, yp_client *c, call *k, const char *lines[5
   *auth_line = NULL;
   if (!(k->ep->flags & YP_TOKEN)) {
     if (!ensure_token(L, c, k->deadline)) return 0;
-    if (c->closed) return 1; /* start_attempt reports it */
     size_t len = strlen(c->token_head) + strlen(c->access_token) + 17;
     if (!(*auth_line = malloc(len))) luaL_error(L, "yeastar.partner: out of memory");
     snprintf(*auth_line, len, "Authorization: %s %s", c->token_head, c->access_token);
@@ -711,8 +703,9 @@ static int token_exchange(lua_State *L, yp_client *c, int refresh, double deadli
 }
 
 static int ensure_token(lua_State *L, yp_client *c, double deadline) {
+  /* A store that closes the client needs no check here: the exchange below then fails unsent
+   * with the closed error (start_attempt), and a valid token is still allocated until release. */
   if (!c->store_loaded) store_call_load(L, c);
-  if (c->closed) return 1; /* the caller sees it and sends nothing */
   double now = now_wall(), ahead = (c->access_expires - c->access_obtained) / 4;
   if (ahead > REFRESH_AHEAD_MAX) ahead = REFRESH_AHEAD_MAX;
   if (c->access_token && now < c->access_expires - ahead) return 1;
@@ -720,7 +713,6 @@ static int ensure_token(lua_State *L, yp_client *c, double deadline) {
     if (token_exchange(L, c, 1, deadline)) return 1;
     lua_pop(L, 1); /* a failed refresh falls back to the client credentials */
     wipe_free(&c->refresh_token);
-    if (c->closed) return 1;
   }
   return token_exchange(L, c, 0, deadline);
 }

@@ -145,51 +145,45 @@ void yp_push_error(lua_State *L, const yp_error *e) {
   lua_setmetatable(L, -2);
 }
 
-/* A field of the error for __tostring: only strings count, and each is bounded again, since a
- * caller may have replaced it with anything. */
-static void add_field(lua_State *L, luaL_Buffer *b, int t, const char *name, const char *before,
-                      const char *after, size_t max) {
-  lua_getfield(L, t, name);
-  if (lua_type(L, -1) == LUA_TSTRING && yp_rawlen(L, -1) > 0) {
-    size_t n;
-    const char *s = lua_tolstring(L, -1, &n);
-    yp_push_safe_text(L, s, n, max, NULL);
-    lua_remove(L, -2);
-    luaL_addstring(b, before);
-    luaL_addvalue(b);
-    luaL_addstring(b, after);
-  } else {
-    lua_pop(L, 1);
-  }
+/* Adds a field of the error for __tostring, between before and after, and returns 1; returns 0
+ * when it is not a non-empty string. Each is bounded again: a caller may have replaced it. The
+ * raw value stays anchored in the table, so the stack is balanced at every buffer operation. */
+static int add_field(lua_State *L, luaL_Buffer *b, const char *name, const char *before,
+                     const char *after, size_t max) {
+  size_t n = 0;
+  lua_pushstring(L, name);
+  lua_rawget(L, 1);
+  const char *s = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &n) : NULL;
+  lua_pop(L, 1);
+  if (n == 0) return 0;
+  luaL_addstring(b, before);
+  yp_push_safe_text(L, s, n, max, NULL);
+  luaL_addvalue(b);
+  luaL_addstring(b, after);
+  return 1;
 }
 
 /* "create_order: ambiguous error connection_lost (HTTP 502): ... [request 65f...]" */
 static int error_tostring(lua_State *L) {
   luaL_Buffer b;
-  int t;
   luaL_checktype(L, 1, LUA_TTABLE);
   lua_settop(L, 1);
-  lua_getfield(L, 1, "kind"); /* 2 */
-  lua_getfield(L, 1, "code"); /* 3 */
-  lua_getfield(L, 1, "status"); /* 4 */
-  t = 1;
+  lua_getfield(L, 1, "status"); /* 2 */
   luaL_buffinit(L, &b);
   luaL_addstring(&b, "yeastar.partner: ");
-  add_field(L, &b, t, "endpoint", "", ": ", YP_CODE_MAX);
-  if (lua_type(L, 2) == LUA_TSTRING) add_field(L, &b, t, "kind", "", " error ", YP_CODE_MAX);
-  else luaL_addstring(&b, "unknown error ");
-  if (lua_type(L, 3) == LUA_TSTRING) add_field(L, &b, t, "code", "", "", YP_CODE_MAX);
-  else luaL_addstring(&b, "unknown");
-  if (lua_type(L, 4) == LUA_TNUMBER) {
+  add_field(L, &b, "endpoint", "", ": ", YP_CODE_MAX);
+  if (!add_field(L, &b, "kind", "", " error ", YP_CODE_MAX)) luaL_addstring(&b, "unknown error ");
+  if (!add_field(L, &b, "code", "", "", YP_CODE_MAX)) luaL_addstring(&b, "unknown");
+  if (lua_type(L, 2) == LUA_TNUMBER) {
     char s[32];
-    lua_Number st = lua_tonumber(L, 4);
+    lua_Number st = lua_tonumber(L, 2);
     if (st >= 100 && st <= 999) {
       snprintf(s, sizeof s, " (HTTP %d)", (int)st);
       luaL_addstring(&b, s);
     }
   }
-  add_field(L, &b, t, "message", ": ", "", YP_MESSAGE_MAX);
-  add_field(L, &b, t, "request_id", " [request ", "]", YP_REQUEST_ID_MAX);
+  add_field(L, &b, "message", ": ", "", YP_MESSAGE_MAX);
+  add_field(L, &b, "request_id", " [request ", "]", YP_REQUEST_ID_MAX);
   luaL_pushresult(&b);
   return 1;
 }
