@@ -162,7 +162,7 @@ local function stderr_is_terminal()
   if term == nil or term == "" or term == "dumb" then return false end
   local p = io.popen("test -t 2 && echo tty") -- the shell inherits our stderr
   if not p then return false end
-  local out = p:read("a")
+  local out = p:read("*a")
   p:close()
   return out:match("tty") ~= nil
 end

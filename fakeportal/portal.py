@@ -1326,6 +1326,16 @@ def tls_context(cert, key):
 # ---------------------------------------------------------------------------
 
 
+def process_start_time(pid):
+    """The start time of a live process (field 22 of /proc/PID/stat), None if gone or a zombie."""
+    try:
+        with open("/proc/%d/stat" % pid) as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return None if fields[0] in ("Z", "X") else fields[19]
+
+
 def main():
     ap = argparse.ArgumentParser(description="Fake Yeastar Partner Portal OpenAPI for tests and rehearsals.")
     ap.add_argument("--state-dir", required=True, help="where certificates and portal.json are written")
@@ -1337,6 +1347,8 @@ def main():
     ap.add_argument("--client-id", default="yp-demo-client")
     ap.add_argument("--client-secret", default="yp-demo-secret-5f2b9c")
     ap.add_argument("--verbose", action="store_true", help="log one line per request (Authorization redacted)")
+    ap.add_argument("--owner-pid", type=int, default=0,
+                    help="exit when this process ends (test runners: no orphan even if they crash)")
     args = ap.parse_args()
 
     # Installed first, so a SIGTERM even during start-up ends in the same clean exit.
@@ -1396,8 +1408,11 @@ def main():
           % (os.getpid(), base_url, certs["ca.pem"], args.client_id, args.client_secret, info["control_url"],
              q(base_url), q(certs["ca.pem"]), q(args.client_id), q(args.client_secret)), flush=True)
 
-    while not stop.wait(1):
-        pass
+    owner_started = process_start_time(args.owner_pid) if args.owner_pid else None
+    while not stop.wait(0.5):
+        # The owner is gone (or its PID now names another process): nobody will stop us.
+        if owner_started is not None and process_start_time(args.owner_pid) != owner_started:
+            break
     # Stop all four loops at once rather than one poll interval after another.
     stoppers = [threading.Thread(target=s.shutdown) for s in servers]
     for t in stoppers:

@@ -66,7 +66,7 @@ describe("fake portal (checked with curl) #external", function()
     if opts.query then url = url .. "?" .. opts.query end
     args[#args + 1] = q(url)
     local p = assert(io.popen(table.concat(args, " ") .. " 2>" .. q(err) .. '; echo " $?"'))
-    local text = p:read("a")
+    local text = p:read("*a")
     p:close()
     local code, rc = text:match("(%d+) (%d+)%s*$")
     local res = { status = tonumber(code), rc = tonumber(rc), body = helpers.read_file(out) or "",
@@ -391,7 +391,7 @@ describe("fake portal (checked with curl) #external", function()
       local url = portal.base_url .. "/product/openapi/instance/v1/region_list"
       local p = io.popen("curl -sS --cacert " .. q(portal.ca_file) .. " -o /dev/null -o /dev/null "
         .. "-w '%{http_code} %{num_connects}\\n' " .. q(url) .. " " .. q(url))
-      local out = p:read("a")
+      local out = p:read("*a")
       p:close()
       assert.are.equal("401 1\n401 0\n", out)
     end)

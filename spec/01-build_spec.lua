@@ -4,7 +4,7 @@ local partner = require "yeastar.partner"
 
 local function run(cmd)
   local p = assert(io.popen(cmd .. " 2>&1"))
-  local out = p:read("a")
+  local out = p:read("*a")
   local ok, _, code = p:close()
   return out, ok and 0 or code
 end
@@ -21,7 +21,7 @@ describe("build", function()
     local specs = rockspecs()
     assert.equal(1, #specs)
     local from_name = specs[1]:match("^yeastar%-partner%-(.+)%-%d+%.rockspec$")
-    local text = assert(io.open(specs[1])):read("a")
+    local text = assert(io.open(specs[1])):read("*a")
     local from_field = text:match('\nversion%s*=%s*"(.-)%-%d+"')
     assert.equal(partner._VERSION, from_name)
     assert.equal(partner._VERSION, from_field)
@@ -49,7 +49,7 @@ describe("luarocks #external", function()
 end)
 
 describe("README", function()
-  local readme = assert(io.open("README.md")):read("a")
+  local readme = assert(io.open("README.md")):read("*a")
 
   it("documents every endpoint method with a syntax line and the two commands", function()
     local n = 0
@@ -63,7 +63,7 @@ describe("README", function()
   end)
 
   it(".ci/run calls the README's test command", function()
-    local ci = assert(io.open(".ci/run")):read("a")
+    local ci = assert(io.open(".ci/run")):read("*a")
     assert.truthy(ci:find("\nmake test\n", 1, true))
   end)
 end)

@@ -627,7 +627,7 @@ describe("endpoints", function()
       local client = new_client()
       assert.has_error(function()
         client:enable_auto_renewal { productNo = "3651E0529415", productId = 12, planOrServiceId = 3.0490406500944e+18 }
-      end, "enable_auto_renewal: parameter 'planOrServiceId' is a float that cannot hold an exact integer; "
+      end, "enable_auto_renewal: parameter 'planOrServiceId' is a number that cannot hold an exact integer; "
         .. "pass an integer or a decimal string")
       assert.equal(0, #portal:requests())
     end)
@@ -980,11 +980,11 @@ describe("endpoints", function()
       assert.equal('{"productNo":"3651E0529415","productId":"12","planOrServiceId":9007199254740992}', req.body)
       assert.has_error(function()
         client:enable_auto_renewal { productNo = "3651E0529415", productId = 12, planOrServiceId = 2.0 ^ 53 + 2 }
-      end, "enable_auto_renewal: parameter 'planOrServiceId' is a float that cannot hold an exact integer; "
+      end, "enable_auto_renewal: parameter 'planOrServiceId' is a number that cannot hold an exact integer; "
         .. "pass an integer or a decimal string")
       assert.has_error(function()
         client:create_order(merge(seed_002_params(), { productId = 15.5 }))
-      end, "create_order: parameter 'productId' is a float that cannot hold an exact integer; "
+      end, "create_order: parameter 'productId' is a number that cannot hold an exact integer; "
         .. "pass an integer or a decimal string")
       assert.equal(0, #portal:requests())
     end)
@@ -1021,7 +1021,7 @@ describe("endpoints", function()
       rejects("product_details", { productNo = "3651E0529415", productId = " 12" },
         "product_details: parameter 'productId' must be an integer or a decimal string (got \" 12\")")
       rejects("enable_auto_renewal", { productNo = "3651E0529415", productId = 12.5, planOrServiceId = 1 },
-        "enable_auto_renewal: parameter 'productId' is a float that cannot hold an exact integer; pass an integer or a decimal string")
+        "enable_auto_renewal: parameter 'productId' is a number that cannot hold an exact integer; pass an integer or a decimal string")
       rejects("create_subordinate_user", { userType = "Customer", yeastarId = "a@b.c", company = "C",
         country = "DE", sendUserActivationEmail = "yes" },
         "create_subordinate_user: parameter 'sendUserActivationEmail' must be a boolean (got string)")
@@ -1089,7 +1089,7 @@ describe("endpoints", function()
       rejects("create_order", merge(seed_002_params(), { orderPceSpecialRequest = "eu" }),
         "create_order: parameter 'orderPceSpecialRequest' must be a table (got string)")
       rejects("create_order", merge(seed_002_params(), { orderPceSpecialRequest = { regionId = 1.5 } }),
-        "create_order: parameter 'orderPceSpecialRequest.regionId' is a float that cannot hold an exact integer; pass an integer or a decimal string")
+        "create_order: parameter 'orderPceSpecialRequest.regionId' is a number that cannot hold an exact integer; pass an integer or a decimal string")
     end)
 
     it("leaves the caller's table unchanged", function()

@@ -8,6 +8,14 @@ local cjson = require("cjson").new()
 
 local M = {}
 
+-- The runtime running the suite, as the Makefile names it (build/<RUNTIME>/) and as Debian
+-- names its interpreter. Specs are portable Lua 5.1 to 5.4 and LuaJIT.
+M.RUNTIME = jit and "luajit" or _VERSION:match("%d+%.%d+")
+M.LUA = jit and "luajit" or "lua" .. M.RUNTIME
+-- Whether Lua numbers have an integer subtype (5.3+). Where they do not, every number is a
+-- double: IDs beyond 2^53 travel as strings (or LuaJIT int64 cdata).
+M.INTEGERS = math.type ~= nil
+
 local function shell_quote(s)
   return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
 end
@@ -15,16 +23,24 @@ end
 local function read_file(path)
   local fh = io.open(path, "rb")
   if not fh then return nil end
-  local data = fh:read("a")
+  local data = fh:read("*a") -- "*a": 5.1 and LuaJIT know no "a"
   fh:close()
   return data
 end
 
 local function command_output(cmd)
   local p = assert(io.popen(cmd, "r"))
-  local out = p:read("a")
+  local out = p:read("*a")
   p:close()
   return (out:gsub("%s+$", ""))
+end
+
+-- Runs a shell command; returns its output (stdout and stderr) and exit code. The code comes
+-- through the output because io.popen():close() gives none on Lua 5.1.
+function M.run(cmd)
+  local out = command_output("(" .. cmd .. ") 2>&1; echo \"exit:$?\"")
+  local text, code = out:match("^(.-)\n?exit:(%d+)$")
+  return text, tonumber(code)
 end
 
 -- fakeportal/portal.py, found from this file's own location so the cwd does not matter.
@@ -59,12 +75,13 @@ local function b64decode(s)
   for i = 1, #s do
     local v = value[s:byte(i)]
     if v then -- skips '=' padding
-      bits = (bits << 6) | v
+      bits = bits * 64 + v -- arithmetic, not bit operators: those are 5.3+ syntax
       nbits = nbits + 6
       if nbits >= 8 then
         nbits = nbits - 8
-        out[#out + 1] = string.char((bits >> nbits) & 0xFF)
-        bits = bits & ((1 << nbits) - 1)
+        local byte = math.floor(bits / 2 ^ nbits)
+        out[#out + 1] = string.char(byte)
+        bits = bits - byte * 2 ^ nbits
       end
     end
   end
@@ -156,8 +173,22 @@ function Portal:stop()
   os.execute("rm -rf -- " .. shell_quote(self._owned_dir))
 end
 
--- Safety net: a spec that forgets stop() must not leave a portal running after busted exits.
+-- Safety nets. A spec that forgets stop() must not leave a portal running: __gc stops it
+-- (tables get __gc from 5.2; a newproxy() userdata carries it on 5.1 and LuaJIT). And
+-- should Lua never get to collect (busted killed, 5.1 exiting without closing its state),
+-- the portal watches our PID (--owner-pid) and exits when we are gone.
 Portal.__gc = function(self) pcall(Portal.stop, self) end
+local function with_gc(portal)
+  if newproxy then
+    portal._gc_proxy = newproxy(true)
+    getmetatable(portal._gc_proxy).__gc = function() pcall(Portal.stop, portal) end
+  end
+  return portal
+end
+
+local function own_process_pid()
+  return (read_file("/proc/self/stat") or ""):match("^(%d+)") -- self: this Lua process
+end
 
 local CLI_OPTIONS = {
   token_lifetime = "--token-lifetime", latency_ms = "--latency-ms", client_id = "--client-id",
@@ -173,7 +204,8 @@ function M.start_portal(opts)
   assert(dir ~= "" and dir:find("yeastar-portal.", 1, true), "mktemp failed")
   -- `make memcheck` preloads the ASan runtime into busted; the portal must not inherit it.
   local args = { "env -u LD_PRELOAD -u ASAN_OPTIONS -u LSAN_OPTIONS -u UBSAN_OPTIONS python3",
-                 shell_quote(portal_script()), "--state-dir", shell_quote(dir) }
+                 shell_quote(portal_script()), "--state-dir", shell_quote(dir),
+                 "--owner-pid", own_process_pid() }
   local config = {}
   for k, v in pairs(opts) do
     if CLI_OPTIONS[k] then
@@ -203,27 +235,36 @@ function M.start_portal(opts)
   end
 
   if not launcher then fail("no pid") end
-  local deadline = socket.gettime() + 15
-  local info
-  while true do
-    local text = read_file(dir .. "/portal.json")
-    if text then info = cjson.decode(text); break end
-    local pid = own_pid(dir)
-    if not portal_alive(launcher) and not (pid and portal_alive(pid)) then fail("process exited") end
-    if socket.gettime() > deadline then fail("timeout waiting for portal.json") end
-    socket.sleep(0.05)
+  -- Every step from here on either returns a running portal or stops it and raises.
+  local ok, result = pcall(function()
+    local deadline = socket.gettime() + 15
+    local info
+    while true do
+      local text = read_file(dir .. "/portal.json")
+      if text then info = cjson.decode(text); break end
+      local pid = own_pid(dir)
+      if not portal_alive(launcher) and not (pid and portal_alive(pid)) then fail("process exited") end
+      if socket.gettime() > deadline then fail("timeout waiting for portal.json") end
+      socket.sleep(0.05)
+    end
+    local portal = with_gc(setmetatable({
+      -- cjson 2.1 decodes every number as a float; a port must be an integer for LuaSocket.
+      pid = math.floor(info.pid), base_url = info.base_url, port = math.floor(info.port), ca_file = info.ca_file,
+      other_ca_file = info.other_ca_file, expired_url = info.expired_url,
+      wrong_host_url = info.wrong_host_url, client_id = info.client_id,
+      client_secret = info.client_secret, control_url = info.control_url, state_dir = dir,
+      _owned_dir = dir, _launcher_pid = launcher,
+    }, Portal))
+    if next(config) then portal:config(config) end
+    return portal
+  end)
+  if not ok then
+    terminate(own_pid(dir), dir)
+    terminate(launcher, dir)
+    os.execute("rm -rf -- " .. shell_quote(dir))
+    error(result, 2)
   end
-
-  local portal = setmetatable({
-    -- cjson 2.1 decodes every number as a float; a port must be an integer for LuaSocket.
-    pid = math.tointeger(info.pid), base_url = info.base_url, port = math.tointeger(info.port), ca_file = info.ca_file,
-    other_ca_file = info.other_ca_file, expired_url = info.expired_url,
-    wrong_host_url = info.wrong_host_url, client_id = info.client_id,
-    client_secret = info.client_secret, control_url = info.control_url, state_dir = dir,
-    _owned_dir = dir, _launcher_pid = launcher,
-  }, Portal)
-  if next(config) then portal:config(config) end
-  return portal
+  return result
 end
 
 -- A yeastar.partner client pointed at the portal; required lazily so this file loads

@@ -232,12 +232,11 @@ static const struct option {
 static void check_option_names(lua_State *L) {
   for (lua_pushnil(L); lua_next(L, 1); lua_pop(L, 1)) {
     const struct option *o = options;
-    if (lua_type(L, -2) == LUA_TSTRING)
-      while (o->name && strcmp(o->name, lua_tostring(L, -2)) != 0) o++;
-    if (lua_type(L, -2) != LUA_TSTRING || !o->name) {
-      lua_pushvalue(L, -2);
-      luaL_error(L, "new: unknown option '%s'", luaL_tolstring(L, -1, NULL));
-    }
+    /* Type first: lua_tostring would turn a number key into a string in place, under lua_next. */
+    if (lua_type(L, -2) != LUA_TSTRING)
+      luaL_error(L, "new: option names must be strings (got %s)", luaL_typename(L, -2));
+    while (o->name && strcmp(o->name, lua_tostring(L, -2)) != 0) o++;
+    if (!o->name) luaL_error(L, "new: unknown option '%s'", lua_tostring(L, -2));
     if (lua_type(L, -1) != o->type)
       luaL_error(L, "new: option '%s' must be a %s (got %s)", o->name, lua_typename(L, o->type),
                  luaL_typename(L, -1));
@@ -318,7 +317,7 @@ int yp_client_new(lua_State *L) {
   yp_client *c = (yp_client *)yp_newuserdata(L, sizeof *c);
   memset(c, 0, sizeof *c);
   c->logger_ref = c->store_ref = LUA_NOREF;
-  luaL_setmetatable(L, YP_CLIENT_MT);
+  yp_setmetatable(L, YP_CLIENT_MT);
 
   const char *base_url = opt_string(L, "base_url", DEFAULT_BASE_URL, 0);
   lua_getfield(L, 1, "allow_http");

@@ -5,6 +5,7 @@
 
 #include <lua.h>
 #include <lauxlib.h>
+#include <string.h>
 
 #if LUA_VERSION_NUM < 502
 /* Lua 5.1 / LuaJIT */
@@ -12,11 +13,6 @@
 #define yp_setfuncs(L, l) luaL_register((L), NULL, (l))
 #define yp_newuserdata(L, sz) lua_newuserdata((L), (sz))
 #define YP_LUA_OK 0
-static inline int yp_isinteger(lua_State *L, int idx) {
-  if (lua_type(L, idx) != LUA_TNUMBER) return 0;
-  lua_Number n = lua_tonumber(L, idx);
-  return n == (lua_Number)(lua_Integer)n;
-}
 static inline int yp_absindex(lua_State *L, int idx) {
   return (idx > 0 || idx <= LUA_REGISTRYINDEX) ? idx : lua_gettop(L) + idx + 1;
 }
@@ -30,15 +26,15 @@ static inline int yp_absindex(lua_State *L, int idx) {
 #else
 #define yp_newuserdata(L, sz) lua_newuserdata((L), (sz))
 #endif
-#if LUA_VERSION_NUM >= 503
-#define yp_isinteger(L, i) lua_isinteger((L), (i))
-#else
-static inline int yp_isinteger(lua_State *L, int idx) {
-  if (lua_type(L, idx) != LUA_TNUMBER) return 0;
-  lua_Number n = lua_tonumber(L, idx);
-  return n == (lua_Number)(lua_Integer)n;
-}
 #endif
+
+#if LUA_VERSION_NUM < 502
+static inline void yp_setmetatable(lua_State *L, const char *name) {
+  luaL_getmetatable(L, name);
+  lua_setmetatable(L, -2);
+}
+#else
+#define yp_setmetatable(L, name) luaL_setmetatable((L), (name))
 #endif
 
 /* Converts the numeral s (C string) to a Lua number and pushes it; returns 0 and pushes
@@ -63,5 +59,44 @@ static inline int yp_stringtonumber(lua_State *L, const char *s) {
 #else
 #define YP_INTEGER_SUBTYPE 0
 #endif
+
+/* Where numbers are doubles, the largest magnitude up to which every integer is exact. */
+#define YP_EXACT_DOUBLE_MAX 9007199254740992.0 /* 2^53 */
+
+/* Is the value at idx a number that holds an integer exactly, so lua_tointeger may read it?
+ * With a subtype: an integer (a float never is). Without: an integral double within +-2^53;
+ * beyond that the digits the caller wrote may already be gone, so it is not an integer. */
+#if YP_INTEGER_SUBTYPE
+#define yp_isinteger(L, i) lua_isinteger((L), (i))
+#else
+#include <math.h>
+static inline int yp_isinteger(lua_State *L, int idx) {
+  lua_Number n;
+  if (lua_type(L, idx) != LUA_TNUMBER) return 0;
+  n = lua_tonumber(L, idx);
+  return n == floor(n) && fabs(n) <= YP_EXACT_DOUBLE_MAX; /* false for NaN and infinities */
+}
+#endif
+
+/* LuaJIT's boxed 64-bit integers (`3049040650094403584LL`, `...ULL`), the exact way to write
+ * a large ID there. Its lua.h has no name for the cdata type and the C API cannot read a cdata,
+ * but the FFI's own __tostring spells an int64_t/uint64_t as its digits plus LL/ULL (any other
+ * cdata as "cdata<...>: 0x..."). Writes the digits (with '-') into out and returns their length,
+ * or 0 when idx is not such a cdata. Elsewhere no value has type 10, so this always says 0. */
+#define YP_TCDATA 10
+static inline size_t yp_int64_cdata_digits(lua_State *L, int idx, char out[24]) {
+  size_t n = 0, len;
+  const char *s;
+  if (lua_type(L, idx) != YP_TCDATA || !luaL_callmeta(L, idx, "__tostring")) return 0;
+  s = lua_tolstring(L, -1, &len);
+  if (s && len >= 3 && len <= 23 && strcmp(s + len - 2, "LL") == 0) {
+    len -= (len >= 4 && s[len - 3] == 'U') ? 3 : 2;
+    for (n = (s[0] == '-'); n < len && s[n] >= '0' && s[n] <= '9'; n++) {}
+    if (n == len && len > (size_t)(s[0] == '-')) memcpy(out, s, n);
+    else n = 0;
+  }
+  lua_pop(L, 1);
+  return n;
+}
 
 #endif

@@ -263,11 +263,18 @@ int json_buf_add_float(lua_State *L, json_buf *b, double d) {
     json_buf_add(L, b, "-0.0", 4);
     return 1;
   }
-  if (d >= -9223372036854775808.0 && d < 9223372036854775808.0 && d == floor(d)) {
-    /* Integral: write the exact digits. "%.17g" would give 3.0490406500944036e+18 for the double
-     * 3049040650094403584, a different integer to anyone reading it as a decimal. This is also
-     * how every number is written where Lua has no integer subtype (5.1, LuaJIT). */
-    buf_add_ll(L, b, (long long)d);
+  if (d == floor(d)) {
+    /* Integral: write the exact digits, never an exponent. "%.17g" would give
+     * 3.0490406500944036e+18 for the double 3049040650094403584, a different integer to anyone
+     * reading it as a decimal. This is how every integral number is written where Lua has no
+     * integer subtype (5.1, 5.2, LuaJIT). */
+    if (d >= -9223372036854775808.0 && d < 9223372036854775808.0) {
+      buf_add_ll(L, b, (long long)d);
+    } else { /* beyond long long: "%.0f" prints a double's exact value (at most 309 digits) */
+      char big[320];
+      int n = snprintf(big, sizeof big, "%.0f", d);
+      json_buf_add(L, b, big, (size_t)n);
+    }
     return 1;
   }
   return add_shortest(L, b, d);
@@ -481,10 +488,10 @@ static const unsigned char *dec_number(decoder *d, const unsigned char *p) {
         return p;
       }
 #else
-      /* Every number is a double here: keep it a number only when the double is exact. */
-      double x = (double)u;
-      if (x < 18446744073709551616.0 && (uint64_t)x == u) {
-        lua_pushnumber(L, (neg && u != 0) ? -x : x);
+      /* Every number is a double here. Up to 2^53 each integer is exact; beyond, the text is
+       * kept, for every value: whether one double happens to be exact must not decide the type. */
+      if (u <= (uint64_t)YP_EXACT_DOUBLE_MAX) {
+        lua_pushnumber(L, neg ? -(lua_Number)u : (lua_Number)u);
         return p;
       }
 #endif
@@ -930,8 +937,15 @@ static void enc_value(encoder *e, int idx, int depth, const enc_path *at) {
   case LUA_TTABLE:
     enc_table(e, idx, depth + 1, at);
     return;
-  default:
+  default: { /* LuaJIT's int64_t/uint64_t cdata carry an ID's every digit */
+    char digits[24];
+    size_t n = yp_int64_cdata_digits(L, idx, digits);
+    if (n > 0) {
+      json_buf_add(L, e->b, digits, n);
+      return;
+    }
     break;
+  }
   }
   snprintf(what, sizeof what, "cannot encode a %s value", luaL_typename(L, idx));
   enc_error(e, at, what);

@@ -54,19 +54,27 @@ static void check_names(lua_State *L, const char *fn, const char *prefix, int t,
 static void push_integer_text(lua_State *L, const char *fn, const char *name, const yp_field *f,
                               int idx) {
   char num[32];
+  size_t len;
   if (lua_type(L, idx) == LUA_TNUMBER) {
     if (yp_isinteger(L, idx)) {
       snprintf(num, sizeof num, "%lld", (long long)lua_tointeger(L, idx));
     } else {
+      /* A float that is integral within 2^53 (12.0) is taken. Beyond, the digits the caller
+       * wrote may already be gone, which is also where plain numbers stop being exact on 5.1,
+       * 5.2 and LuaJIT: there an integer literal above 2^53 is refused here too. */
       double d = (double)lua_tonumber(L, idx);
-      if (!(d == floor(d) && fabs(d) <= 9007199254740992.0))
+      if (!(d == floor(d) && fabs(d) <= YP_EXACT_DOUBLE_MAX))
         luaL_error(L,
-                   "%s: parameter '%s' is a float that cannot hold an exact integer; "
+                   "%s: parameter '%s' is a number that cannot hold an exact integer; "
                    "pass an integer or a decimal string",
                    fn, name);
       snprintf(num, sizeof num, "%.0f", d);
     }
     lua_pushstring(L, num);
+    return;
+  }
+  if ((len = yp_int64_cdata_digits(L, idx, num)) > 0) {
+    lua_pushlstring(L, num, len);
     return;
   }
   if (lua_type(L, idx) != LUA_TSTRING) wrong_type(L, fn, name, f, idx);
@@ -85,7 +93,7 @@ static void push_integer_text(lua_State *L, const char *fn, const char *name, co
  * integer rule above (IDs such as productId often arrive as numbers, even as 12.0). */
 static void push_string_text(lua_State *L, const char *fn, const char *name, const yp_field *f,
                              int idx) {
-  if (lua_type(L, idx) == LUA_TNUMBER) {
+  if (lua_type(L, idx) == LUA_TNUMBER || lua_type(L, idx) == YP_TCDATA) {
     push_integer_text(L, fn, name, f, idx);
     return;
   }

@@ -19,6 +19,23 @@ local function as_caller(fn, ...)
   return result
 end
 
+-- This file runs on every supported Lua (5.1 to 5.4, LuaJIT): no 5.3+ library call unguarded.
+local math_type = math.type -- nil on 5.1, 5.2 and LuaJIT, where every number is a double
+
+-- An integer as the C layer counts it: a Lua integer where numbers have that subtype (5.3+),
+-- an integral number elsewhere (C then refuses those beyond 2^53, which have lost digits).
+local function is_integer(v)
+  if math_type then return math_type(v) == "integer" end
+  return type(v) == "number" and v % 1 == 0
+end
+
+-- An ID's decimal text, whatever form it came in: integer, integral float, decimal string,
+-- or LuaJIT int64 cdata (whose tostring ends in LL or ULL).
+local function id_text(v)
+  if type(v) == "number" and v % 1 == 0 and math.abs(v) < 2^63 then return ("%d"):format(v) end
+  return (tostring(v):gsub("U?LL$", ""))
+end
+
 local function copy(t)
   local c = {}
   for k, v in pairs(t or {}) do c[k] = v end
@@ -34,8 +51,9 @@ local function check_options(fname, opts, allowed)
   for k, v in pairs(opts) do
     local want = allowed[k]
     if not want then error(("%s: unknown option '%s'"):format(fname, tostring(k)), 3) end
-    -- "id": an integer or a decimal string, as everywhere else IDs are accepted
-    local ok = want == "id" and (math.type(v) == "integer" or type(v) == "string") or type(v) == want
+    -- "id": an integer, a decimal string or an int64 cdata, as everywhere else IDs are accepted
+    local ok = want == "id" and (is_integer(v) or type(v) == "string" or type(v) == "cdata")
+      or type(v) == want
     if not ok then
       error(("%s: option '%s' must be %s (got %s)"):format(fname, k,
         want == "id" and "an integer or a decimal string" or "a " .. want, type(v)), 3)
@@ -106,7 +124,7 @@ function methods:find_order(criteria)
         info = details.basicInformation or {}
       end
       ok = (not criteria.productNo or info.productNo == criteria.productNo)
-        and (not criteria.productId or tostring(info.productId) == tostring(criteria.productId))
+        and (not criteria.productId or id_text(info.productId) == id_text(criteria.productId))
     end
     if ok then return order end
     seen = seen + 1
@@ -188,7 +206,7 @@ local ENSURE_OPTIONS = { concurrency = "number", dry_run = "boolean", on_progres
 function methods:ensure_auto_renewal(devices, opts)
   opts = check_options("ensure_auto_renewal", opts, ENSURE_OPTIONS)
   local concurrency = opts.concurrency
-  if concurrency ~= nil and not (math.type(concurrency) == "integer" and concurrency >= 1) then
+  if concurrency ~= nil and not (is_integer(concurrency) and concurrency >= 1) then
     error("ensure_auto_renewal: option 'concurrency' must be a positive integer", 2)
   end
   if type(devices) ~= "table" then
