@@ -1,5 +1,9 @@
 # yeastar-partner: build, test, demo. `make test` and `make demo` are the README's two commands.
-# LUA_VERSION is 5.1, 5.2, 5.3, 5.4 or luajit (Debian's luajit2, OpenResty's fork).
+# LUA_VERSION is 5.1, 5.2, 5.3, 5.4 or luajit (Debian's luajit2, OpenResty's fork). Given only
+# an interpreter (LuaRocks passes LUA=/usr/bin/lua5.1), the runtime is the interpreter's.
+ifdef LUA
+LUA_VERSION ?= $(shell $(LUA) -e 'io.write(jit and "luajit" or _VERSION:match("%d+%.%d+"))')
+endif
 LUA_VERSION ?= 5.4
 ifeq ($(LUA_VERSION),luajit)
 LUA         ?= luajit

@@ -13,7 +13,7 @@ exact 64-bit IDs, token lifecycle, retries that never send an order twice, concu
    license = "MIT",
 }
 dependencies = {
-   "lua >= 5.4, < 5.5",
+   "lua >= 5.1, < 5.5",
 }
 external_dependencies = {
    CURL = { library = "curl" },
@@ -28,6 +28,7 @@ build = {
       CURL_LIBDIR = "$(CURL_LIBDIR)",
    },
    install_variables = {
+      LUA = "$(LUA)", -- the Makefile derives the runtime (and so the build folder) from it
       LUA_LIBDIR = "$(LIBDIR)",
    },
 }

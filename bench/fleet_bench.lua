@@ -9,7 +9,7 @@
 -- rather than loopback; any YEASTAR_* variables in the environment are ignored.
 -- Every run is a dry run (status queries only) on a freshly reset portal, so each run does the
 -- same work: 2,000 GETs. Runs of the three modes alternate, and the median of each is kept.
-package.cpath = "./build/?.so;" .. package.cpath
+package.cpath = "./build/" .. (jit and "luajit" or _VERSION:match("%d+%.%d+")) .. "/?.so;" .. package.cpath
 package.path = "./spec/?.lua;" .. package.path
 local helpers = require "helpers"
 local socket = require "socket"
@@ -21,7 +21,7 @@ local MODES = { { name = "sequential", concurrency = 1 },
                 { name = "concurrent", concurrency = 8 },
                 { name = "concurrent", concurrency = 32 } }
 local BUDGET_S = 90 -- keep a whole run well under two minutes
-local wanted = math.tointeger(tonumber(arg[1] or "3"))
+local wanted = tonumber(arg[1] or "3")
 if not wanted or wanted < 1 then
   io.stderr:write("usage: lua5.4 bench/fleet_bench.lua [repetitions >= 1]\n")
   os.exit(2)
@@ -64,7 +64,7 @@ local function median(list)
   for i, v in ipairs(list) do s[i] = v end
   table.sort(s)
   local n = #s
-  return n % 2 == 1 and s[(n + 1) // 2] or (s[n // 2] + s[n // 2 + 1]) / 2
+  return n % 2 == 1 and s[(n + 1) / 2] or (s[n / 2] + s[n / 2 + 1]) / 2
 end
 
 local ok, failure = pcall(function()

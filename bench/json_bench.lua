@@ -1,7 +1,7 @@
 -- json_bench.lua: decode+encode of a ~1 KB API response (a page of orders with 19-digit IDs)
 -- with yeastar.partner's codec and with lua-cjson, measured in the same run. Reports, asserts nothing.
 -- Usage, from the repository root after `make`: lua5.4 bench/json_bench.lua [iterations]
-package.cpath = "./build/?.so;" .. package.cpath
+package.cpath = "./build/" .. (jit and "luajit" or _VERSION:match("%d+%.%d+")) .. "/?.so;" .. package.cpath
 local partner = require("yeastar.partner")
 local cjson = require("cjson")
 

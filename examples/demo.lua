@@ -17,9 +17,9 @@
 --
 -- Exit status: 0 the story ran, 1 a step failed (message on stderr), 2 usage.
 
--- From the repository root the freshly built ./build/yeastar/partner.so comes first; once the
--- module is installed this entry finds nothing and the installed copy is used.
-package.cpath = "./build/?.so;" .. package.cpath
+-- From the repository root the module built for this interpreter (build/<5.x|luajit>/) comes
+-- first; once the module is installed this entry finds nothing and the installed copy is used.
+package.cpath = "./build/" .. (jit and "luajit" or _VERSION:match("%d+%.%d+")) .. "/?.so;" .. package.cpath
 local partner = require "yeastar.partner"
 
 local function usage_error(message)
@@ -192,7 +192,7 @@ end
 local created = tonumber(found.createTime)
 print(("Found it: orderNo %s, status %s, PO number %s%s."):format(
   tostring(found.orderNo), tostring(found.orderStatus), tostring(found.customReferenceNo),
-  created and (", created " .. os.date("!%Y-%m-%d %H:%M:%S UTC", created // 1000)) or ""))
+  created and (", created " .. os.date("!%Y-%m-%d %H:%M:%S UTC", math.floor(created / 1000))) or ""))
 
 client:close()
 print()

@@ -28,9 +28,9 @@
 -- summary goes to stdout. Exit status: 0 every device is fine, 1 at least one device failed,
 -- 2 usage error (bad arguments, unreadable or malformed CSV, missing environment).
 
--- From the repository root the freshly built ./build/yeastar/partner.so comes first; once the
--- module is installed this entry finds nothing and the installed copy is used.
-package.cpath = "./build/?.so;" .. package.cpath
+-- From the repository root the module built for this interpreter (build/<5.x|luajit>/) comes
+-- first; once the module is installed this entry finds nothing and the installed copy is used.
+package.cpath = "./build/" .. (jit and "luajit" or _VERSION:match("%d+%.%d+")) .. "/?.so;" .. package.cpath
 local partner = require "yeastar.partner"
 
 local USAGE = "usage: lua5.4 examples/ensure_auto_renewal.lua [--dry-run] [--concurrency N] devices.csv\n"
@@ -49,8 +49,8 @@ do
     if a == "--dry-run" then
       dry_run = true
     elseif a == "--concurrency" then
-      local n = math.tointeger(tonumber(arg[i + 1] or ""))
-      if not n or n < 1 or n > 256 then usage_error("--concurrency takes a whole number from 1 to 256") end
+      local n = tonumber(arg[i + 1] or "")
+      if not n or n % 1 ~= 0 or n < 1 or n > 256 then usage_error("--concurrency takes a whole number from 1 to 256") end
       concurrency = n
       i = i + 1
     elseif a == "-h" or a == "--help" then
@@ -89,41 +89,41 @@ local function read_devices(path)
   for line in fh:lines() do
     n = n + 1
     line = line:gsub("\r$", ""):gsub("^\239\187\191", "") -- Windows line ends, UTF-8 BOM
-    if line:match("^%s*$") or line:match("^%s*#") then goto continue end
-    local fields = split_csv_line(line)
-    if not columns then
-      columns = {}
-      for i, name in ipairs(fields) do
-        if not COLUMNS[name] then
-          usage_error(("%s:%d: unknown column '%s' (the header must be productNo,productId,planOrServiceId)")
-            :format(path, n, name))
+    if not (line:match("^%s*$") or line:match("^%s*#")) then -- blank lines and comments are skipped
+      local fields = split_csv_line(line)
+      if not columns then
+        columns = {}
+        for i, name in ipairs(fields) do
+          if not COLUMNS[name] then
+            usage_error(("%s:%d: unknown column '%s' (the header must be productNo,productId,planOrServiceId)")
+              :format(path, n, name))
+          end
+          columns[i] = name
         end
-        columns[i] = name
-      end
-      for name in pairs(COLUMNS) do
-        local found = false
-        for _, c in ipairs(columns) do found = found or c == name end
-        if not found then usage_error(("%s:%d: the header has no column '%s'"):format(path, n, name)) end
-      end
-    else
-      if #fields ~= #columns then
-        usage_error(("%s:%d: %d fields, expected %d"):format(path, n, #fields, #columns))
-      end
-      local device = {}
-      for i, name in ipairs(columns) do
-        if not fields[i]:match(COLUMNS[name]) then
-          usage_error(("%s:%d: bad %s '%s'"):format(path, n, name, fields[i]))
+        for name in pairs(COLUMNS) do
+          local found = false
+          for _, c in ipairs(columns) do found = found or c == name end
+          if not found then usage_error(("%s:%d: the header has no column '%s'"):format(path, n, name)) end
         end
-        device[name] = fields[i]
+      else
+        if #fields ~= #columns then
+          usage_error(("%s:%d: %d fields, expected %d"):format(path, n, #fields, #columns))
+        end
+        local device = {}
+        for i, name in ipairs(columns) do
+          if not fields[i]:match(COLUMNS[name]) then
+            usage_error(("%s:%d: bad %s '%s'"):format(path, n, name, fields[i]))
+          end
+          device[name] = fields[i]
+        end
+        if seen[device.productNo] then
+          usage_error(("%s:%d: device %s is listed twice (first on line %d)")
+            :format(path, n, device.productNo, seen[device.productNo]))
+        end
+        seen[device.productNo] = n
+        devices[#devices + 1] = device
       end
-      if seen[device.productNo] then
-        usage_error(("%s:%d: device %s is listed twice (first on line %d)")
-          :format(path, n, device.productNo, seen[device.productNo]))
-      end
-      seen[device.productNo] = n
-      devices[#devices + 1] = device
     end
-    ::continue::
   end
   fh:close()
   if not columns then usage_error(path .. ": empty file (not even the header line)") end

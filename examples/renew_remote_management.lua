@@ -28,9 +28,9 @@
 --
 -- Exit status: 0 done, 1 the portal or the network failed (message on stderr), 2 usage.
 
--- From the repository root the freshly built ./build/yeastar/partner.so comes first; once the
--- module is installed this entry finds nothing and the installed copy is used.
-package.cpath = "./build/?.so;" .. package.cpath
+-- From the repository root the module built for this interpreter (build/<5.x|luajit>/) comes
+-- first; once the module is installed this entry finds nothing and the installed copy is used.
+package.cpath = "./build/" .. (jit and "luajit" or _VERSION:match("%d+%.%d+")) .. "/?.so;" .. package.cpath
 local partner = require "yeastar.partner"
 
 local USAGE = "usage: lua5.4 examples/renew_remote_management.lua [--commit] [--po NUMBER] [--billing-id ID]\n"

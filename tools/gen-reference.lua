@@ -1,6 +1,6 @@
 -- gen-reference.lua: prints the README's method reference from partner.endpoints, so the
 -- documentation is derived from the same table that drives the code. Run: make reference
-package.cpath = "./build/?.so;" .. package.cpath
+package.cpath = "./build/" .. (jit and "luajit" or _VERSION:match("%d+%.%d+")) .. "/?.so;" .. package.cpath
 local partner = require "yeastar.partner"
 
 -- What each method returns, in one line (the portal's `result`, as REFERENCE.md models it).

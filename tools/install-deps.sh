@@ -1,9 +1,11 @@
 #!/bin/sh
-# install-deps.sh: makes sure the Debian 12 packages that the build, tests and demo need are here.
+# install-deps.sh: makes sure the Debian 12 packages that the build, tests and demo need are here,
+# for every supported runtime (Lua 5.1-5.4 and LuaJIT; Debian's Lua libraries cover them all).
 # As root it installs what is missing with apt-get; otherwise it names them and stops.
 set -eu
 packages="build-essential make pkg-config git curl ca-certificates openssl python3
 lua5.4 liblua5.4-dev libcurl4-openssl-dev lua-busted lua-socket lua-cjson luarocks
+lua5.1 liblua5.1-0-dev lua5.2 liblua5.2-dev lua5.3 liblua5.3-dev luajit2 libluajit2-5.1-dev
 clang llvm libclang-rt-14-dev valgrind"
 missing=""
 for p in $packages; do
