@@ -112,8 +112,12 @@ bench: deps all
 reference: all
 	@$(LUA) tools/gen-reference.lua
 
+# LuaRocks 3.8 knows LuaJIT only as its 5.1 with another interpreter and header folder.
+ifeq ($(LUA_VERSION),luajit)
+ROCK_VARS = LUA=$(shell command -v $(LUA)) LUA_INCDIR=$(patsubst -I%,%,$(LUA_CFLAGS))
+endif
 rock: deps
-	luarocks --lua-version=$(LUA_VERSION) make --tree build/rocktree yeastar-partner-*-1.rockspec
+	luarocks --lua-version=$(LUA_ABI) make --tree build/rocktree yeastar-partner-*-1.rockspec $(ROCK_VARS)
 
 $(BUILD)/gen/workflows_lua.h: src/workflows.lua tools/embed.lua
 	@mkdir -p $(dir $@)

@@ -338,7 +338,7 @@ describe("json_decode rejects", function()
 end)
 
 describe("json_decode numbers", function()
-  local function int(s, want)
+  local function int(s, want) -- for #integers only: math.type is 5.3+
     local v = decode(s)
     assert.equal("integer", math.type(v))
     assert.equal(want, v)
@@ -478,12 +478,47 @@ describe("json_encode", function()
     assert.equal('""', encode(""))
   end)
 
-  it("writes integers exactly", function()
+  it("writes integers exactly #integers", function()
     assert.equal("3197218168379846218", encode(3197218168379846218))
     assert.equal("9223372036854775807", encode(math.maxinteger))
     assert.equal("-9223372036854775808", encode(math.mininteger))
     assert.equal("[3049040650094403584,0,-1]", encode({ 3049040650094403584, 0, -1 }))
   end)
+
+  it("writes integral numbers as their exact digits, never an exponent #doubles", function()
+    assert.equal("9007199254740992", encode(2 ^ 53))
+    assert.equal("9223372036854775808", encode(2 ^ 63))
+    assert.equal("-9223372036854775808", encode(-2 ^ 63))
+    assert.equal("1180591620717411303424", encode(2 ^ 70))
+    -- This ID happens to be a double exactly; "%.17g" would have written 3.0490406500944036e+18.
+    assert.equal("[3049040650094403584,0,-1]", encode({ 3049040650094403584, 0, -1 }))
+    -- The digits of the double: the literal lost its last ones in Lua's parser already, which
+    -- is why such IDs travel as strings (or int64 cdata on LuaJIT) here.
+    assert.equal("3197218168379846144", encode(3197218168379846218))
+  end)
+
+  if helpers.RUNTIME == "luajit" then
+    it("writes LuaJIT's int64_t/uint64_t cdata as their exact digits and refuses other cdata #doubles", function()
+      local ffi = require "ffi"
+      -- LL/ULL literals are LuaJIT syntax: compiled here so that the file parses everywhere.
+      local id, umax, imin = assert(loadstring(
+        "return 3049036224189325400LL, 18446744073709551615ULL, -9223372036854775807LL - 1"))()
+      assert.equal("3049036224189325400", encode(id))
+      assert.equal("18446744073709551615", encode(umax))
+      assert.equal("-9223372036854775808", encode(imin))
+      assert.equal('{"ids":[3049036224189325400,0,-1]}', encode({ ids = { id, ffi.new("int64_t", 0), ffi.new("int64_t", -1) } }))
+      -- Decoded again, the digits survive as a string (a double would read ...5312).
+      assert.equal("3049036224189325400", decode(encode(id)))
+      for _, c in ipairs({ ffi.new("int32_t", 5), ffi.new("double", 1), ffi.new("int[2]"), ffi.cast("void *", 0) }) do
+        local ok, err = pcall(encode, c)
+        assert.is_false(ok)
+        assert.equal("json_encode: cannot encode a cdata value", err)
+      end
+      local ok, err = pcall(encode, { a = { ffi.new("double", 1) } })
+      assert.is_false(ok)
+      assert.equal("json_encode: cannot encode a cdata value at key 'a[1]'", err)
+    end)
+  end
 
   it("writes floats as the shortest text that reads back equal", function()
     assert.equal("0.1", encode(0.1))
@@ -491,17 +526,34 @@ describe("json_encode", function()
     assert.equal("0.3333333333333333", encode(1 / 3))
     assert.equal("3.141592653589793", encode(math.pi))
     assert.equal("1e-07", encode(1e-7))
-    assert.equal("1e+300", encode(1e300))
-    assert.equal("9.223372036854776e+18", encode(2.0 ^ 63))
     assert.equal("-0.0", encode(-0.0))
-    for _, x in ipairs({ 0.1, 1 / 3, math.pi, 1e-7, 123456.789, 2.0 ^ -1074, 1.7976931348623157e308, -2.5e-300 }) do
+    for _, x in ipairs({ 0.1, 1 / 3, math.pi, 1e-7, 123456.789, 2.0 ^ -1074, -2.5e-300 }) do
       local back = decode(encode(x))
-      assert.equal("float", math.type(back))
+      assert.equal(INTEGERS and "float" or "number", numtype(back))
       assert.equal(x, back)
     end
   end)
 
-  it("keeps integral floats floats, so that they decode as floats again", function()
+  it("writes large integral floats in exponent form, as floats #integers", function()
+    assert.equal("1e+300", encode(1e300))
+    assert.equal("9.223372036854776e+18", encode(2.0 ^ 63))
+    local back = decode(encode(1.7976931348623157e308))
+    assert.equal("float", math.type(back))
+    assert.equal(1.7976931348623157e308, back)
+  end)
+
+  it("writes large integral numbers in full, so they decode as their exact digits #doubles", function()
+    assert.equal("10000000000000000000000", encode(1e22)) -- 1e22 is exact as a double
+    local big = encode(1e300) -- the double's exact value, not the 1 and 300 zeros of its literal
+    assert.truthy(big:match("^1%d+$") and #big == 301, big)
+    assert.equal(1e300, tonumber(big))
+    local max = decode(encode(1.7976931348623157e308))
+    assert.equal("string", type(max))
+    assert.equal(309, #max)
+    assert.equal(1.7976931348623157e308, tonumber(max))
+  end)
+
+  it("keeps integral floats floats, so that they decode as floats again #integers", function()
     assert.equal("100.0", encode(100.0))
     assert.equal("0.0", encode(0.0))
     assert.equal("3.0490406500944036e+18", encode(3049040650094403584.0))
@@ -512,6 +564,28 @@ describe("json_encode", function()
       assert.equal(x, back)
     end
     assert.equal("[1.0,2]", encode(decode("[1.0,2]")))
+  end)
+
+  it("writes integral numbers bare: up to 2^53 they decode as equal numbers, beyond as exact digits #doubles", function()
+    -- Made at run time: Lua 5.1 merges the constants 0.0 and -0.0 within a function.
+    local zero = 0
+    local neg_zero = -zero
+    assert.equal("100", encode(100.0))
+    assert.equal("0", encode(0.0))
+    assert.equal("-0.0", encode(neg_zero)) -- "-0" would be the integer 0 to a reader with integers
+    for _, x in ipairs({ 100.0, 0.0, neg_zero, 1e15, 2.0 ^ 53, -2.0 ^ 53 }) do
+      local back = decode(encode(x))
+      assert.equal("number", type(back))
+      assert.equal(x, back)
+    end
+    assert.equal(-math.huge, 1 / decode(encode(neg_zero))) -- the sign of zero survives
+    for digits, x in pairs({ ["10000000000000000"] = 1e16, ["9007199254740994"] = 2.0 ^ 53 + 2,
+                             ["3049040650094403584"] = 3049040650094403584.0, ["-9223372036854775808"] = -2.0 ^ 63 }) do
+      local back = decode(encode(x))
+      assert.equal(digits, back)
+      assert.equal(x, tonumber(back))
+    end
+    assert.equal("[1,2]", encode(decode("[1.0,2]")))
   end)
 
   it("keeps empty arrays arrays: decoded ones carry partner.array_mt", function()
@@ -540,7 +614,7 @@ describe("json_encode", function()
       { print, "json_encode: cannot encode a function value" },
       { { a = { b = { print } } }, "json_encode: cannot encode a function value at key 'a.b[1]'" },
       { { io.stdout }, "json_encode: cannot encode a userdata value at key '[1]'" },
-      { coroutine.create(print), "json_encode: cannot encode a thread value" },
+      { coroutine.create(function() end), "json_encode: cannot encode a thread value" }, -- 5.1: no C function
       { 0 / 0, "json_encode: cannot encode NaN or infinity" },
       { { x = { y = { math.huge } } }, "json_encode: cannot encode NaN or infinity at key 'x.y[1]'" },
       { -math.huge, "json_encode: cannot encode NaN or infinity" },
@@ -580,13 +654,14 @@ describe("json_encode", function()
 end)
 
 describe("round trips", function()
-  it("decode(encode(v)) gives v back", function()
+  -- The same documents everywhere; only the IDs and extremes differ with the runtime's numbers.
+  local function assert_round_trips(order_id, plan_id, max, min)
     local values = {
       { errcode = 0, errmsg = "SUCCESS", requestId = "a1b2",
         data = { pageNo = 1, pageSize = 20, total = 3,
-                 list = { { orderId = 3197218168379846218, planId = 3049040650094403584, bigId = "17896360390850257349",
+                 list = { { orderId = order_id, planId = plan_id, bigId = "17896360390850257349",
                             amount = 1249.5, paid = true, remark = null, tags = { "a", "\230\151\165" } } } } },
-      { math.maxinteger, math.mininteger, 0, -1, 0.5, -0.0, "", "\0", "\"\\/\b\f\n\r\t\31" },
+      { max, min, 0, -1, 0.5, -0.0, "", "\0", "\"\\/\b\f\n\r\t\31" },
       "\240\159\152\128",
       null,
       { [""] = { {} , { k = {} } } },
@@ -595,6 +670,18 @@ describe("round trips", function()
       local d = diff(decode(encode(v)), v, "values[" .. i .. "]")
       assert(d == nil, d)
     end
+  end
+
+  it("decode(encode(v)) gives v back #integers", function()
+    assert_round_trips(3197218168379846218, 3049040650094403584, math.maxinteger, math.mininteger)
+  end)
+
+  it("decode(encode(v)) gives v back #doubles", function()
+    -- IDs beyond 2^53 are strings here (as decode gives them); numbers reach +-2^53.
+    assert_round_trips("3197218168379846218", 9007199254740992, 2 ^ 53, -2 ^ 53)
+    -- A number beyond comes back as the digits of its exact value.
+    assert.same({ "9223372036854775808", "-9223372036854775808", "1180591620717411303424" },
+                decode(encode({ 2 ^ 63, -2 ^ 63, 2 ^ 70 })))
   end)
 
   it("encode(decode(s)) gives canonical s back byte for byte", function()
@@ -607,7 +694,16 @@ describe("round trips", function()
       assert.equal(canonical, encode(decode(canonical)))
     end
     assert.equal("\"\240\159\152\128\"", encode(decode([["\ud83d\ude00"]])))
+  end)
+
+  it("encode(decode(s)) keeps a 64-bit ID's number byte for byte #integers", function()
     assert.equal([[{"data":{"id":3197218168379846218}}]], encode(decode([[ { "data" : { "id" : 3197218168379846218 } } ]])))
+  end)
+
+  it("encode(decode(s)) keeps an ID's digits: bare up to 2^53, quoted beyond #doubles", function()
+    assert.equal([[{"data":{"id":9007199254740992}}]], encode(decode([[ { "data" : { "id" : 9007199254740992 } } ]])))
+    -- Decoded as a string, so written as one: the digits are exact, the JSON type is not kept.
+    assert.equal([[{"data":{"id":"3197218168379846218"}}]], encode(decode([[ { "data" : { "id" : 3197218168379846218 } } ]])))
   end)
 
   it("partner.null survives both ways", function()

@@ -1,8 +1,24 @@
 -- spec/04-endpoints_spec.lua: every endpoint method on the wire and back, against the fake portal:
 -- the exact request bytes received (method, path, query, headers, body), the decoded result, 64-bit
 -- IDs in both directions, the caller-mistake checks that raise before any I/O, and a 400 from the API.
+-- Portable Lua 5.1 to 5.4 and LuaJIT: what needs an integer subtype is tagged #integers, with its
+-- #doubles counterpart for 5.1, 5.2 and LuaJIT (where every number is a double).
 local helpers = require "spec.helpers"
 local partner = require "yeastar.partner"
+
+local INTEGERS = helpers.INTEGERS
+
+-- A 64-bit ID as this runtime holds it exactly: a Lua integer on 5.3+, else its decimal string
+-- (a double above 2^53 has lost digits; the decoder gives such IDs as strings, callers send them so).
+local function id(digits)
+  return INTEGERS and tonumber(digits) or digits
+end
+
+-- A LuaJIT int64 (or, with a U, uint64) literal, compiled only there: LL is no Lua syntax elsewhere.
+local function int64(digits) return assert((loadstring or load)("return " .. digits .. "LL"))() end
+
+-- How the module refuses a number that may have lost digits (a double above 2^53, a fraction).
+local NOT_EXACT = "is a number that cannot hold an exact integer; pass an integer or a decimal string"
 
 -- The fake portal's default credentials; nothing in them needs percent-encoding.
 local LOGIN_BODY = "client_id=yp-demo-client&client_secret=yp-demo-secret-5f2b9c&grant_type=pp_credentials"
@@ -28,11 +44,12 @@ local SEED_003_RESULT = {
   unitName = "",
 }
 
+-- The IDs as this runtime's callers pass them (id()): the same bytes on the wire everywhere.
 local function seed_002_params()
   return {
-    operationType = "renew_plan", productId = 15, billingId = 3197218168379846218,
+    operationType = "renew_plan", productId = 15, billingId = id("3197218168379846218"),
     serviceList = { {
-      serviceType = "plan", serviceId = 3049036224189325312, purchaseType = "renew",
+      serviceType = "plan", serviceId = id("3049036224189325312"), purchaseType = "renew",
       billingModel = "recurring", billingCycle = "annually", multiCycle = 1,
     } },
   }
@@ -142,6 +159,15 @@ describe("endpoints", function()
     local res, err, r, client = call(name, params)
     assert.is_nil(err, err and tostring(err))
     return res, r, client
+  end
+
+  -- A call refused for a parameter that is a number without an exact integer: raised, naming the
+  -- method and the parameter, before any I/O (not even a login).
+  local function refuses_number(name, params, param)
+    local client = new_client()
+    assert.has_error(function() client[name](client, params) end,
+      name .. ": parameter '" .. param .. "' " .. NOT_EXACT)
+    assert.equal(0, #portal:requests())
   end
 
   -- The request that the descriptor says this endpoint sends.
@@ -356,27 +382,36 @@ describe("endpoints", function()
         { name = "Add-on Service", productId = 19 },
         { name = "Remote Management Premium", productId = 21 },
       }, res)
+    end)
+
+    it("decodes productId as a Lua integer #integers", function()
+      local res = ok_call("subscription_products")
       assert.equal("integer", math.type(res[6].productId))
+      assert.equal(15, res[6].productId)
+    end)
+
+    it("decodes productId as a number: small integers are exact doubles #doubles", function()
+      local res = ok_call("subscription_products")
+      assert.equal("number", type(res[6].productId))
+      assert.equal(15, res[6].productId)
     end)
   end)
 
   endpoint("plans_and_services", function()
-    it("GETs product 15's plans (seed 002 step 2) with 64-bit plan IDs as exact integers", function()
+    it("GETs product 15's plans (seed 002 step 2) with 64-bit plan IDs exact", function()
       local res, r = ok_call("plans_and_services", { productId = 15 })
       check_request(r, { method = "GET", path = "/pricing/openapi/purchase/v1/purchase_product_info",
         query = "productId=15" })
       assert.same({
         offeringId = "3049036224189300015",
         planList = {
-          { name = "Remote Management Account", planId = 3049036224189325312 },
-          { name = "Remote Management Trial", planId = 3049036224189325400 },
+          { name = "Remote Management Account", planId = id("3049036224189325312") },
+          { name = "Remote Management Trial", planId = id("3049036224189325400") },
         },
         serviceList = {
-          { name = "Remote Management Connections", pricingServiceId = 27950, serviceId = 3049036224189326000 },
+          { name = "Remote Management Connections", pricingServiceId = 27950, serviceId = id("3049036224189326000") },
         },
       }, res)
-      assert.equal("integer", math.type(res.planList[1].planId))
-      assert.equal(3049036224189325312, res.planList[1].planId)
     end)
 
     it("sends productId before productNo, whatever the caller's types", function()
@@ -385,11 +420,33 @@ describe("endpoints", function()
         query = "productId=12&productNo=3651E0529415" })
       assert.same({
         offeringId = "3049036224189300012",
-        planList = { { name = "Enterprise Plan", planId = 3049040650094403584 } },
+        planList = { { name = "Enterprise Plan", planId = id("3049040650094403584") } },
         serviceList = {},
       }, res)
-      assert.equal("integer", math.type(res.planList[1].planId))
-      assert.equal(3049040650094403584, res.planList[1].planId)
+    end)
+
+    it("decodes the 19-digit plan IDs as exact Lua integers #integers", function()
+      local client = new_client()
+      local p15 = assert(client:plans_and_services { productId = 15 })
+      local p12 = assert(client:plans_and_services { productNo = "3651E0529415", productId = "12" })
+      assert.equal("integer", math.type(p15.planList[1].planId))
+      assert.equal(3049036224189325312, p15.planList[1].planId)
+      assert.equal(3049036224189325400, p15.planList[2].planId) -- as a double it would equal the first
+      assert.equal("integer", math.type(p12.planList[1].planId))
+      assert.equal(3049040650094403584, p12.planList[1].planId)
+    end)
+
+    it("decodes the 19-digit plan IDs as their exact decimal strings #doubles", function()
+      local client = new_client()
+      local p15 = assert(client:plans_and_services { productId = 15 })
+      local p12 = assert(client:plans_and_services { productNo = "3651E0529415", productId = "12" })
+      -- Strings beyond 2^53 whether or not the double would be exact: Account's is, Trial's is
+      -- not (it would read as Account's).
+      assert.same({ "3049036224189325312", "3049036224189325400" },
+        { p15.planList[1].planId, p15.planList[2].planId })
+      assert.equal("3049036224189326000", p15.serviceList[1].serviceId)
+      assert.equal("3049040650094403584", p12.planList[1].planId)
+      assert.equal(27950, p15.serviceList[1].pricingServiceId) -- small integers stay numbers
     end)
   end)
 
@@ -406,7 +463,18 @@ describe("endpoints", function()
         path = descriptor_path("trial_plan_info", { pricingPlanId = "27901" }), query = "productId=11" })
       assert.equal("/pricing/openapi/purchase/v1/trial/plan_info/27901", r.path)
       assert.same(merge(PLAN_27901, { trialPeriod = 30 }), res)
+    end)
+
+    it("decodes pricingPlanId as a Lua integer #integers", function()
+      local res = ok_call("trial_plan_info", { pricingPlanId = 27901, productId = 11 })
       assert.equal("integer", math.type(res.pricingPlanId))
+      assert.equal(27901, res.pricingPlanId)
+    end)
+
+    it("decodes pricingPlanId as a number #doubles", function()
+      local res = ok_call("trial_plan_info", { pricingPlanId = 27901, productId = 11 })
+      assert.equal("number", type(res.pricingPlanId))
+      assert.equal(27901, res.pricingPlanId)
     end)
 
     it("requires pricingPlanId", function()
@@ -469,18 +537,53 @@ describe("endpoints", function()
         query = "productId=11&productNo=3632E0965333&connectionPlanId=3048560232537899008" })
       assert.same(merge(ADD_ON_27946, { purchaseType = { "trial" }, trialPeriod = 30, trialPrice = 0.0,
         trialQuantity = 1 }), res)
+    end)
+
+    local TRIAL_ADD_ON = { connectionPlanId = "3048560232537899008", productNo = "3632E0965333", productId = 11,
+      pricingServiceId = 27946 }
+
+    it("decodes trialPrice 0.0 as a float and trialQuantity 1 as an integer #integers", function()
+      local res = ok_call("trial_service_info", TRIAL_ADD_ON)
       assert.equal("float", math.type(res.trialPrice))
       assert.equal("integer", math.type(res.trialQuantity))
+    end)
+
+    it("decodes trialPrice 0.0 and trialQuantity 1 as numbers: no subtype to keep #doubles", function()
+      local res = ok_call("trial_service_info", TRIAL_ADD_ON)
+      assert.same({ "number", "number" }, { type(res.trialPrice), type(res.trialQuantity) })
+      assert.same({ 0, 1 }, { res.trialPrice, res.trialQuantity })
     end)
   end)
 
   endpoint("subscription_service_info", function()
+    local MAX_QUERY = "productId=11&connectionPlanId=9223372036854775807"
+
     it("GETs purchase/add_on_info, connectionPlanId = int64 max sent with every digit", function()
+      local res, r = ok_call("subscription_service_info",
+        { pricingServiceId = "27946", productId = 11, connectionPlanId = "9223372036854775807" })
+      check_request(r, { method = "GET", path = "/pricing/openapi/purchase/v1/purchase/add_on_info/27946",
+        query = MAX_QUERY })
+      assert.same(merge(ADD_ON_27946, { purchaseType = { "purchase" } }), res)
+    end)
+
+    it("sends math.maxinteger with every digit #integers", function()
       local res, r = ok_call("subscription_service_info",
         { pricingServiceId = "27946", productId = 11, connectionPlanId = math.maxinteger })
       check_request(r, { method = "GET", path = "/pricing/openapi/purchase/v1/purchase/add_on_info/27946",
-        query = "productId=11&connectionPlanId=9223372036854775807" })
+        query = MAX_QUERY })
       assert.same(merge(ADD_ON_27946, { purchaseType = { "purchase" } }), res)
+    end)
+
+    it("refuses int64 max as a number (a double, 2^63); LuaJIT int64 cdata goes out exactly #doubles", function()
+      refuses_number("subscription_service_info",
+        { pricingServiceId = "27946", productId = 11, connectionPlanId = 9223372036854775807 }, "connectionPlanId")
+      if jit then
+        local res, r = ok_call("subscription_service_info",
+          { pricingServiceId = "27946", productId = 11, connectionPlanId = int64("9223372036854775807") })
+        check_request(r, { method = "GET", path = "/pricing/openapi/purchase/v1/purchase/add_on_info/27946",
+          query = MAX_QUERY })
+        assert.same(merge(ADD_ON_27946, { purchaseType = { "purchase" } }), res)
+      end
     end)
   end)
 
@@ -492,26 +595,53 @@ describe("endpoints", function()
         query = "productNo=3632E0965333&productId=11" })
       assert.same(SEED_003_RESULT, res)
       assert.equal(partner.null, res.purchaseParameterId)
-      assert.equal("integer", math.type(res.pricingServiceId))
       assert.equal("string", type(res.serviceId))
       assert.equal(0, #res.connectionServiceList)
+    end)
+
+    local SEED_003_PARAMS = { pricingServiceId = "27946", productNo = "3632E0965333", productId = 11 }
+
+    it("decodes pricingServiceId as a Lua integer #integers", function()
+      local res = ok_call("renewal_service_info", SEED_003_PARAMS)
+      assert.equal("integer", math.type(res.pricingServiceId))
+      assert.equal(27946, res.pricingServiceId)
+    end)
+
+    it("decodes pricingServiceId as a number #doubles", function()
+      local res = ok_call("renewal_service_info", SEED_003_PARAMS)
+      assert.equal("number", type(res.pricingServiceId))
+      assert.equal(27946, res.pricingServiceId)
     end)
   end)
 
   endpoint("subscription_price", function()
+    local PRICE_PARAMS = { offeringId = "3049036224189300015", billingCycle = "annually",
+      partnerId = "customer1@example.com", productId = 15 }
+
     it("percent-encodes partnerId in the query and returns the 64-bit planId exactly", function()
-      local res, r = ok_call("subscription_price", { offeringId = "3049036224189300015",
-        billingCycle = "annually", partnerId = "customer1@example.com", productId = 15 })
+      local res, r = ok_call("subscription_price", PRICE_PARAMS)
       check_request(r, { method = "GET", path = "/pricing/openapi/purchase/v1/my_price_info",
         query = "productId=15&partnerId=customer1%40example.com&billingCycle=annually&offeringId=3049036224189300015" })
       assert.same({
         offeringId = "3049036224189300015",
         planList = { { currencyCode = "USD", name = "Remote Management Account",
-          planId = 3049036224189325312, price = 60.0 } },
+          planId = id("3049036224189325312"), price = 60.0 } },
         serviceList = {},
       }, res)
+    end)
+
+    it("decodes planId as a Lua integer and price 60.0 as a float #integers", function()
+      local res = ok_call("subscription_price", PRICE_PARAMS)
       assert.equal("integer", math.type(res.planList[1].planId))
+      assert.equal(3049036224189325312, res.planList[1].planId)
       assert.equal("float", math.type(res.planList[1].price))
+    end)
+
+    it("decodes planId as its exact decimal string and price as a number #doubles", function()
+      local res = ok_call("subscription_price", PRICE_PARAMS)
+      assert.equal("3049036224189325312", res.planList[1].planId)
+      assert.equal("number", type(res.planList[1].price))
+      assert.equal(60, res.planList[1].price)
     end)
 
     it("sends a 20-digit offeringId as given and gets the same string back", function()
@@ -523,21 +653,44 @@ describe("endpoints", function()
   end)
 
   endpoint("calculate_subscription_price", function()
-    it("POSTs a compact body in descriptor order, pricingId = int64 max as a JSON number", function()
-      local res, r = ok_call("calculate_subscription_price", {
+    -- pricingId given as the caller likes (int64 max as a string, an integer, a cdata).
+    local function params(pricing_id)
+      return {
         partnerView = "customer1@example.com", operationType = "renew_plan", productNo = "3076913644890832896",
         productId = "15",
         serviceList = { { multiCycle = 1, billingCycle = "annually", billingModel = "recurring",
-          purchaseType = "renew", quantity = 1, pricingId = math.maxinteger, serviceType = "plan" } },
-      })
-      check_request(r, { method = "POST", path = "/pricing/openapi/purchase/v1/pricing/calculate",
-        body = '{"productId":15,"productNo":"3076913644890832896","operationType":"renew_plan",'
-          .. '"serviceList":[{"serviceType":"plan","pricingId":9223372036854775807,"quantity":1,'
-          .. '"purchaseType":"renew","billingModel":"recurring","billingCycle":"annually","multiCycle":1}],'
-          .. '"partnerView":"customer1@example.com"}' })
+          purchaseType = "renew", quantity = 1, pricingId = pricing_id, serviceType = "plan" } },
+      }
+    end
+    local CALCULATE = { method = "POST", path = "/pricing/openapi/purchase/v1/pricing/calculate",
+      body = '{"productId":15,"productNo":"3076913644890832896","operationType":"renew_plan",'
+        .. '"serviceList":[{"serviceType":"plan","pricingId":9223372036854775807,"quantity":1,'
+        .. '"purchaseType":"renew","billingModel":"recurring","billingCycle":"annually","multiCycle":1}],'
+        .. '"partnerView":"customer1@example.com"}' }
+
+    it("POSTs a compact body in descriptor order, pricingId = int64 max as a JSON number", function()
+      local res, r = ok_call("calculate_subscription_price", params("9223372036854775807"))
+      check_request(r, CALCULATE)
+      assert.same({ currencyCode = "USD", totalPrice = 120.5 }, res)
+      assert.equal(id("9223372036854775807"), partner.json_decode(r.body).serviceList[1].pricingId)
+    end)
+
+    it("sends math.maxinteger as pricingId with every digit; totalPrice is a float #integers", function()
+      local res, r = ok_call("calculate_subscription_price", params(math.maxinteger))
+      check_request(r, CALCULATE)
       assert.same({ currencyCode = "USD", totalPrice = 120.5 }, res)
       assert.equal("float", math.type(res.totalPrice))
       assert.equal(math.maxinteger, partner.json_decode(r.body).serviceList[1].pricingId)
+    end)
+
+    it("refuses int64 max as a number inside serviceList; LuaJIT int64 cdata goes out exactly #doubles", function()
+      refuses_number("calculate_subscription_price", params(9223372036854775807), "serviceList[1].pricingId")
+      if jit then
+        local res, r = ok_call("calculate_subscription_price", params(int64("9223372036854775807")))
+        check_request(r, CALCULATE)
+        assert.same({ currencyCode = "USD", totalPrice = 120.5 }, res)
+        assert.equal("9223372036854775807", partner.json_decode(r.body).serviceList[1].pricingId)
+      end
     end)
   end)
 
@@ -558,7 +711,18 @@ describe("endpoints", function()
           productNo = "3651E0529416",
         } },
       }, res)
+    end)
+
+    it("decodes the millisecond createTime as a Lua integer #integers", function()
+      local res = ok_call("products", { pageSize = 1, pageNo = 2, productId = 12 })
       assert.equal("integer", math.type(res.results[1].createTime))
+      assert.equal(1704326400000, res.results[1].createTime)
+    end)
+
+    it("decodes the millisecond createTime as an exact number: far below 2^53 #doubles", function()
+      local res = ok_call("products", { pageSize = 1, pageNo = 2, productId = 12 })
+      assert.equal("number", type(res.results[1].createTime))
+      assert.equal(1704326400000, res.results[1].createTime)
     end)
   end)
 
@@ -598,26 +762,40 @@ describe("endpoints", function()
   end)
 
   endpoint("enable_auto_renewal", function()
-    it("sends seed 000's body byte for byte (productId a JSON string, planOrServiceId a 19-digit number)", function()
+    local ENABLE = { method = "POST", path = "/product/openapi/instance_subscription/v1/active",
+      body = SEED_000_BODY }
+
+    it("sends seed 000's body byte for byte (productId a JSON string, planOrServiceId a 19-digit number) #integers", function()
       local res, r = ok_call("enable_auto_renewal",
         { planOrServiceId = 3049040650094403584, productId = 12, productNo = "3651E0529415" })
-      check_request(r, { method = "POST", path = "/product/openapi/instance_subscription/v1/active",
-        body = SEED_000_BODY })
+      check_request(r, ENABLE)
       assert.is_true(res)
+    end)
+
+    it("refuses the 19-digit planOrServiceId as a number; LuaJIT int64 cdata sends seed 000's bytes #doubles", function()
+      -- Refused even though this double happens to be exact: above 2^53 the module cannot tell.
+      refuses_number("enable_auto_renewal",
+        { planOrServiceId = 3049040650094403584, productId = 12, productNo = "3651E0529415" }, "planOrServiceId")
+      if jit then
+        local res, r = ok_call("enable_auto_renewal",
+          { planOrServiceId = int64("3049040650094403584"), productId = int64("12U"), productNo = "3651E0529415" })
+        check_request(r, ENABLE)
+        assert.is_true(res)
+      end
     end)
 
     it("sends the same bytes when productId is a string and planOrServiceId a decimal string", function()
       local res, r = ok_call("enable_auto_renewal",
         { planOrServiceId = "3049040650094403584", productId = "12", productNo = "3651E0529415" })
-      assert.equal(SEED_000_BODY, r.body)
+      check_request(r, ENABLE)
       assert.is_true(res)
-      assert.equal(3049040650094403584, partner.json_decode(r.body).planOrServiceId)
+      assert.equal(id("3049040650094403584"), partner.json_decode(r.body).planOrServiceId)
     end)
 
     it("turns auto-renewal on in the portal", function()
       assert.is_false(portal:state().devices["3651E0529416"].autoRenew)
       local res, r = ok_call("enable_auto_renewal",
-        { productNo = "3651E0529416", productId = 12, planOrServiceId = 3049040650094403584 })
+        { productNo = "3651E0529416", productId = 12, planOrServiceId = id("3049040650094403584") })
       assert.equal('{"productNo":"3651E0529416","productId":"12","planOrServiceId":3049040650094403584}', r.body)
       assert.is_true(res)
       assert.is_true(portal:state().devices["3651E0529416"].autoRenew)
@@ -803,9 +981,39 @@ describe("endpoints", function()
       assert.equal(15, order.body.productId)
       -- And the module's decoder reads the recorded body back exactly.
       local sent = partner.json_decode(r.body)
+      assert.equal(id("3197218168379846218"), sent.billingId)
+      assert.equal(id("3049036224189325312"), sent.serviceList[1].serviceId)
+    end)
+
+    it("sends the 19-digit IDs given as integer literals, and reads them back as integers #integers", function()
+      local params = seed_002_params()
+      params.billingId = 3197218168379846218
+      params.serviceList[1].serviceId = 3049036224189325312
+      local res, r = ok_call("create_order", params)
+      check_request(r, { method = "POST", path = "/order/openapi/order/v1/save", body = SEED_002_BODY })
+      assert.same(SEED_002_RESULT, res)
+      local sent = partner.json_decode(r.body)
       assert.equal("integer", math.type(sent.billingId))
       assert.equal(3197218168379846218, sent.billingId)
+      assert.equal("integer", math.type(sent.serviceList[1].serviceId))
       assert.equal(3049036224189325312, sent.serviceList[1].serviceId)
+    end)
+
+    it("refuses the 19-digit IDs as numbers (also in serviceList); LuaJIT int64 cdata go out exactly #doubles", function()
+      refuses_number("create_order", merge(seed_002_params(), { billingId = 3197218168379846218 }), "billingId")
+      local params = seed_002_params()
+      params.serviceList[1].serviceId = 3049036224189325312
+      refuses_number("create_order", params, "serviceList[1].serviceId")
+      assert.same({}, portal:state().orders)
+      if jit then
+        params = seed_002_params()
+        params.billingId = int64("3197218168379846218")
+        params.serviceList[1].serviceId = int64("3049036224189325312U")
+        local res, r = ok_call("create_order", params)
+        check_request(r, { method = "POST", path = "/order/openapi/order/v1/save", body = SEED_002_BODY })
+        assert.same(SEED_002_RESULT, res)
+        assert.equal("3197218168379846218", portal:state().orders[1].body.billingId)
+      end
     end)
 
     it("sends productId 15.0 as 15 and the IDs given as decimal strings as numbers", function()
@@ -823,13 +1031,13 @@ describe("endpoints", function()
       local res, r = ok_call("create_order", {
         orderPceSpecialRequest = { pbxSubDomainId = "101", regionId = "1", pbxName = "hotel-pbx" },
         serviceList = {
-          { serviceId = 3048571730026938368, serviceType = "plan", quantity = 10, purchaseType = "purchase",
+          { serviceId = id("3048571730026938368"), serviceType = "plan", quantity = 10, purchaseType = "purchase",
             billingModel = "recurring", billingCycle = "annually", multiCycle = 1 },
           { multiCycle = 1, billingCycle = "annually", billingModel = "recurring", purchaseType = "purchase",
-            quantity = 10, connectionPlanId = "3048571730026938368", serviceId = 3048573516041273344,
+            quantity = 10, connectionPlanId = "3048571730026938368", serviceId = id("3048573516041273344"),
             serviceType = "service" },
         },
-        poNumber = "PO-7", billingId = 3197218168379846218, partnerId = "customer1@example.com",
+        poNumber = "PO-7", billingId = id("3197218168379846218"), partnerId = "customer1@example.com",
         assignId = "customer2@example.com", productId = 13, productNo = "1369A2021101",
         operationType = "purchase_plan",
       })
@@ -853,7 +1061,7 @@ describe("endpoints", function()
     it("reaches the second billing contact, 3197218168379846219, only with its exact ID", function()
       portal:config { billing_contacts = 2 }
       local params = seed_002_params()
-      params.billingId = 3197218168379846219
+      params.billingId = id("3197218168379846219")
       local res, r = ok_call("create_order", params)
       assert.equal(SEED_002_BODY:gsub("3197218168379846218", "3197218168379846219"), r.body)
       assert.same(SEED_002_RESULT, res)
@@ -921,7 +1129,6 @@ describe("endpoints", function()
       assert.equal(3, #reqs)
       check_request(reqs[3], { method = "GET", path = "/order/openapi/order/v1/get/MK3400814131142238208" })
       local created_ms = res.orderInformation.createTime
-      assert.equal("integer", math.type(created_ms))
       assert.is_true(created_ms >= (t0 - 5) * 1000 and created_ms <= (os.time() + 5) * 1000)
       res.orderInformation.createTime = nil
       assert.same({
@@ -932,21 +1139,59 @@ describe("endpoints", function()
         orderSummary = { currencyCode = "USD", totalAmount = 60.0 },
       }, res)
     end)
+
+    -- createTime of an order created now, in milliseconds.
+    local function new_order_time()
+      local client = new_client()
+      local created = assert(client:create_order(seed_002_params()))
+      return assert(client:order_details { id = created.orderNo }).orderInformation.createTime
+    end
+
+    it("decodes a new order's millisecond createTime as a Lua integer #integers", function()
+      local created_ms = new_order_time()
+      assert.equal("integer", math.type(created_ms))
+      assert.is_true(created_ms > 1.7e12)
+    end)
+
+    it("decodes a new order's millisecond createTime as an exact, integral number #doubles", function()
+      local created_ms = new_order_time()
+      assert.equal("number", type(created_ms))
+      assert.equal(math.floor(created_ms), created_ms)
+      assert.is_true(created_ms > 1.7e12 and created_ms < 2 ^ 53)
+    end)
   end)
 
   -- ------------------------------------------------------------------------------------------
   -- 64-bit IDs at the edges
 
   describe("64-bit IDs", function()
-    it("sends 9223372036854775807 as billingId with every digit; the portal echoes it in its 400", function()
+    -- create_order with this billingId: a contact the portal does not know, so its 400 echoes it.
+    local function max_billing_id(billing_id)
       local params = seed_002_params()
-      params.billingId = math.maxinteger
+      params.billingId = billing_id
       local res, err, r = call("create_order", params)
       assert.equal(SEED_002_BODY:gsub("3197218168379846218", "9223372036854775807"), r.body)
-      assert.equal(math.maxinteger, partner.json_decode(r.body).billingId)
       assert.is_nil(res)
       assert.equal("billing_contact_not_found", err.code)
       assert.equal("no billing contact 9223372036854775807", err.message)
+      return partner.json_decode(r.body).billingId
+    end
+
+    it("sends 9223372036854775807 as billingId with every digit; the portal echoes it in its 400", function()
+      assert.equal(id("9223372036854775807"), max_billing_id("9223372036854775807"))
+    end)
+
+    it("sends math.maxinteger as billingId with every digit #integers", function()
+      assert.equal(math.maxinteger, max_billing_id(math.maxinteger))
+    end)
+
+    it("refuses 9223372036854775807 as a number (2^63 as a double); LuaJIT int64 cdata go out exactly #doubles", function()
+      refuses_number("create_order", merge(seed_002_params(), { billingId = 9223372036854775807 }), "billingId")
+      if jit then
+        assert.equal("9223372036854775807", max_billing_id(int64("9223372036854775807")))
+        portal:reset()
+        assert.equal("9223372036854775807", max_billing_id(int64("9223372036854775807U")))
+      end
     end)
 
     it("sends 17896360390850257349 (beyond int64) as a JSON number when given as a decimal string", function()
@@ -1107,7 +1352,7 @@ describe("endpoints", function()
   describe("a 400 from the portal", function()
     it("returns nil and an api error with the portal's code, status, request ID and message", function()
       local params = seed_002_params()
-      params.billingId = 3197218168379846219 -- a contact the portal does not list by default
+      params.billingId = id("3197218168379846219") -- a contact the portal does not list by default
       local res, err, r = call("create_order", params)
       assert.equal(SEED_002_BODY:gsub("3197218168379846218", "3197218168379846219"), r.body)
       assert.is_nil(res)

@@ -3,15 +3,9 @@
 local helpers = require "spec.helpers"
 local partner = require "yeastar.partner"
 
-local TOKEN_PATH = "/auth/openapi/v1/oauth/token"
-local ORDER_PATH = "/order/openapi/order/v1/save"
-local STATUS_PATH = "/order/openapi/order/v1/check/existed_auto_renew"
-local STATUS = { productNo = "3651E0529415", productId = 12 }
-local ORDER = {
-  operationType = "renew_plan", productId = 15, billingId = "3197218168379846218",
-  serviceList = { { serviceType = "plan", serviceId = 3049036224189325312, purchaseType = "renew",
-                    billingModel = "recurring", billingCycle = "annually", multiCycle = 1 } },
-}
+local TOKEN_PATH, ORDER_PATH, STATUS_PATH = helpers.TOKEN_PATH, helpers.ORDER_PATH, helpers.STATUS_PATH
+-- The big IDs as decimal strings: exact on every runtime (a double cannot hold them).
+local STATUS, ORDER = helpers.STATUS, helpers.ORDER
 
 -- Everything the module printed or handed out during this file, checked for secrets at the end.
 local exposed = {}
@@ -298,7 +292,7 @@ describe("faults", function()
       local c = ready_client()
       portal:fault { match = { path = "/product/openapi/instance_subscription/v1/active" }, status = 500 }
       assert.is_true(call(c, "enable_auto_renewal",
-        { productNo = "3651E0529416", productId = 12, planOrServiceId = 3049040650094403584 }))
+        { productNo = "3651E0529416", productId = 12, planOrServiceId = "3049040650094403584" }))
     end)
   end)
 
@@ -338,11 +332,11 @@ describe("faults", function()
     end)
 
     it("the file store saves with mode 0600 and spares the next run a login", function()
-      local dir = io.popen("mktemp -d"):read("l")
+      local dir = helpers.run("mktemp -d")
       local path = dir .. "/token.json"
       local store = partner.file_token_store(path)
       assert.truthy(call(client { token_store = store }, "auto_renewal_status", STATUS))
-      local mode = io.popen("stat -c %a " .. path):read("l")
+      local mode = helpers.run("stat -c %a " .. path)
       assert.equal("600", mode)
       assert.truthy(call(client { token_store = store }, "auto_renewal_status", STATUS))
       assert.equal(1, count(portal, TOKEN_PATH))

@@ -4,7 +4,8 @@
 local helpers = require "spec.helpers"
 local q = helpers.shell_quote
 
-local LUA = os.getenv("LUA") or "lua5.4"
+-- The runtime under test; each example puts build/<runtime>/ first on its cpath itself.
+local LUA = helpers.LUA
 local ENV_NAMES = { "YEASTAR_BASE_URL", "YEASTAR_CA_FILE", "YEASTAR_CLIENT_ID", "YEASTAR_CLIENT_SECRET" }
 local SECRET = "examples-spec-secret-7c1e94b2"
 
@@ -46,7 +47,7 @@ describe("examples #external", function()
     portal:reset()
   end)
 
-  -- Runs `lua5.4 examples/<script> args...` with only the portal's four variables set (none
+  -- Runs `<LUA> examples/<script> args...` with only the portal's four variables set (none
   -- inherited from whoever runs busted), TERM unset and stdin empty.
   -- opts.env overrides or adds variables; opts.unset leaves the named ones out.
   local function run(script, args, opts)
@@ -67,8 +68,8 @@ describe("examples #external", function()
     for _, a in ipairs(args or {}) do cmd[#cmd + 1] = q(a) end
     local out_file, err_file = os.tmpname(), os.tmpname()
     local line = table.concat(cmd, " ") .. " </dev/null >" .. q(out_file) .. " 2>" .. q(err_file)
-    local _, how, code = os.execute(line)
-    local r = { code = how == "exit" and code or 128 + code,
+    local _, code = helpers.run(line) -- the shell's $?: 128 + signal if one killed it
+    local r = { code = code,
                 stdout = helpers.read_file(out_file) or "", stderr = helpers.read_file(err_file) or "" }
     os.remove(out_file)
     os.remove(err_file)

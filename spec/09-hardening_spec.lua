@@ -256,9 +256,11 @@ describe("hardening", function()
         collectgarbage("collect")
         io.write(rss() - before)]]):format(package.cpath, portal.client_id, portal.client_secret,
           portal.base_url, portal.ca_file, '{ productNo = "3651E0529415", productId = 12 }')
-      local child = io.popen("env MALLOC_MMAP_THRESHOLD_=131072 lua5.4 -e " .. helpers.shell_quote(script))
-      local grew = tonumber(child:read("*a"))
-      child:close()
+      -- The child is the runtime under test, loading the module build busted loads.
+      local out, code = helpers.run("env MALLOC_MMAP_THRESHOLD_=131072 " .. helpers.LUA .. " -e "
+        .. helpers.shell_quote(script))
+      assert.equal(0, code, out)
+      local grew = tonumber(out)
       assert.equal(16, helpers.count(portal, STATUS_PATH))
       assert.is_true(grew < 20 * 1024, "grew by " .. tostring(grew) .. " KB")
     end)
@@ -267,7 +269,7 @@ describe("hardening", function()
   describe("file_token_store", function()
     local dir
     before_each(function()
-      dir = io.popen("mktemp -d"):read("*l")
+      dir = helpers.run("mktemp -d")
     end)
     after_each(function() os.execute("rm -rf " .. helpers.shell_quote(dir)) end)
 
@@ -291,14 +293,16 @@ describe("hardening", function()
         end
         io.write(bad)]]):format(cpath, path)
       local procs = {}
-      for i = 1, 3 do procs[i] = io.popen("lua5.4 -e " .. helpers.shell_quote(writer)) end
-      procs[4] = io.popen("lua5.4 -e " .. helpers.shell_quote(reader))
+      -- Side by side (popen does not wait); stderr joins stdout so a crash shows in the failure.
+      local function spawn(code) return io.popen(helpers.LUA .. " -e " .. helpers.shell_quote(code) .. " 2>&1") end
+      for i = 1, 3 do procs[i] = spawn(writer) end
+      procs[4] = spawn(reader)
       for i = 1, 4 do
         assert.equal("0", procs[i]:read("*a"))
         procs[i]:close()
       end
-      local leftovers = io.popen("ls " .. helpers.shell_quote(dir)):read("*a")
-      assert.equal("token.json\n", leftovers)
+      local leftovers = helpers.run("ls " .. helpers.shell_quote(dir))
+      assert.equal("token.json", leftovers)
     end)
 
     it("a failing load or save is reported through the logger", function()
