@@ -5,6 +5,7 @@
 #include "client.h"
 #include "endpoints.h"
 #include "errors.h"
+#include "http1.h"
 #include "json.h"
 #include "token_store.h"
 #include "version.h"
@@ -75,6 +76,8 @@ int luaopen_yeastar_partner(lua_State *L) {
                                        {"json_decode", json_l_decode},
                                        {"json_encode", json_l_encode},
                                        {"file_token_store", yp_file_token_store},
+                                       /* internal: the cosocket driver's response framer */
+                                       {"_http1", yp_http1_lua_new},
                                        {NULL, NULL}};
   /* Process-wide and reference-counted by libcurl; never cleaned up, as other users may remain. */
   if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)

@@ -7,6 +7,7 @@
 #include <strings.h>
 #include <time.h>
 
+#include "http1.h"
 #include "transport.h"
 
 #define RETRY_AFTER_MAX 3600.0 /* the client caps it lower; this only bounds parsing */
@@ -60,20 +61,12 @@ static size_t on_header(char *data, size_t size, size_t n, void *userdata) {
   static const char name[] = "retry-after:";
   if (len > 5 && strncmp(data, "HTTP/", 5) == 0) s->resp.retry_after = -1; /* a new response */
   if (len > sizeof name - 1 && len < 128 && strncasecmp(data, name, sizeof name - 1) == 0) {
-    char value[128];
-    size_t v = sizeof name - 1;
-    while (v < len && (data[v] == ' ' || data[v] == '\t')) v++;
-    size_t vlen = len - v;
-    while (vlen && (data[v + vlen - 1] == '\r' || data[v + vlen - 1] == '\n')) vlen--;
-    memcpy(value, data + v, vlen);
-    value[vlen] = '\0';
-    char *end;
-    double secs = strtod(value, &end);
-    if (end == value || *end) { /* not delta-seconds: an HTTP date */
-      time_t when = curl_getdate(value, NULL);
-      secs = when < 0 ? -1 : difftime(when, time(NULL));
-      if (when >= 0 && secs < 0) secs = 0;
-    }
+    size_t v = sizeof name - 1, end = len;
+    while (v < end && (data[v] == ' ' || data[v] == '\t')) v++;
+    while (end > v && (data[end - 1] == '\r' || data[end - 1] == '\n' || data[end - 1] == ' ' ||
+                       data[end - 1] == '\t'))
+      end--;
+    double secs = yp_parse_retry_after(data + v, end - v, (double)time(NULL));
     if (secs >= 0) s->resp.retry_after = secs > RETRY_AFTER_MAX ? RETRY_AFTER_MAX : secs;
   }
   return len;
