@@ -1,11 +1,9 @@
-/* client.h: the client object (yeastar.partner.Client): options, credentials, tokens, and the
- * call path every endpoint method goes through (token, send, classify, retry, log). */
+/* client.h: the client object (yeastar.partner.Client): options, credentials, lifecycle, and the
+ * endpoint methods, which hand each call to a driver (core.h has the state and the decisions). */
 #ifndef YP_CLIENT_H
 #define YP_CLIENT_H
 
 #include "compat.h"
-
-#define YP_CLIENT_MT "yeastar.partner.Client"
 
 /* partner.new{...} */
 int yp_client_new(lua_State *L);
