@@ -62,7 +62,9 @@ BUILD   ?= build/$(LUA_VERSION)
 endif
 SRCS     = $(wildcard src/*.c)
 OBJS     = $(SRCS:src/%.c=$(BUILD)/obj/%.o)
-HDRS     = $(wildcard src/*.h) $(BUILD)/gen/workflows_lua.h
+# The Lua parts (workflows, the cosocket driver) are embedded in the .so as generated headers.
+EMBEDDED = $(patsubst src/%.lua,$(BUILD)/gen/%_lua.h,$(wildcard src/*.lua))
+HDRS     = $(wildcard src/*.h) $(EMBEDDED)
 MODULE   = $(BUILD)/yeastar/partner.so
 
 PREFIX  ?= /usr/local
@@ -119,9 +121,9 @@ endif
 rock: deps
 	luarocks --lua-version=$(LUA_ABI) make --tree build/rocktree yeastar-partner-*-1.rockspec $(ROCK_VARS)
 
-$(BUILD)/gen/workflows_lua.h: src/workflows.lua tools/embed.lua
+$(BUILD)/gen/%_lua.h: src/%.lua tools/embed.lua
 	@mkdir -p $(dir $@)
-	$(LUA) tools/embed.lua yp_workflows_lua < src/workflows.lua > $@
+	$(LUA) tools/embed.lua yp_$*_lua < $< > $@
 
 $(BUILD)/obj/%.o: src/%.c $(HDRS)
 	@mkdir -p $(dir $@)

@@ -7,6 +7,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "call.h"
 #include "client.h"
 #include "core.h"
 #include "driver_curl.h"
@@ -25,6 +26,7 @@
 #define DEFAULT_LOW_SPEED_TIME 20  /* ...for this long, else the exchange times out */
 #define DEFAULT_MAX_RESPONSE (8 * 1024 * 1024)
 #define DEFAULT_MAX_DEPTH 64
+#define DEFAULT_POOL_SIZE 30 /* cosocket keepalive pool, as lua_socket_pool_size */
 
 /* ---- lifecycle -------------------------------------------------------------------------- */
 
@@ -41,6 +43,10 @@ static void client_release(lua_State *L, yp_client *c) {
   luaL_unref(L, LUA_REGISTRYINDEX, c->logger_ref);
   luaL_unref(L, LUA_REGISTRYINDEX, c->store_ref);
   c->logger_ref = c->store_ref = LUA_NOREF;
+}
+
+void yp_client_settle(lua_State *L, yp_client *c) {
+  if (c->closed && c->depth == 0 && c->transport) client_release(L, c);
 }
 
 static yp_client *check_client(lua_State *L, int idx) {
@@ -83,7 +89,7 @@ static int guarded(lua_State *L, yp_client *c, io_body body, void *state, int na
   int status = lua_pcall(L, nargs + 1, LUA_MULTRET, 0);
   c->depth--;
   yp_transport_release_to(c->transport, mark);
-  if (c->closed && c->depth == 0) client_release(L, c);
+  yp_client_settle(L, c);
   if (status != YP_LUA_OK) return lua_error(L);
   return lua_gettop(L) - base;
 }
@@ -138,6 +144,7 @@ static const struct option {
     {"low_speed_limit", LUA_TNUMBER},  {"low_speed_time", LUA_TNUMBER},
     {"max_response_size", LUA_TNUMBER}, {"max_depth", LUA_TNUMBER},
     {"logger", LUA_TFUNCTION},         {"token_store", LUA_TTABLE},
+    {"transport", LUA_TSTRING},        {"pool_size", LUA_TNUMBER},
     {NULL, 0}};
 
 static void check_option_names(lua_State *L) {
@@ -256,6 +263,15 @@ int yp_client_new(lua_State *L) {
   c->low_speed_time = (long)opt_number(L, "low_speed_time", DEFAULT_LOW_SPEED_TIME, 1, 3600);
   c->max_response = (lua_Integer)opt_number(L, "max_response_size", DEFAULT_MAX_RESPONSE, 1024, 1e10);
   c->max_depth = (int)opt_number(L, "max_depth", DEFAULT_MAX_DEPTH, 1, 10000);
+  c->pool_size = (int)opt_number(L, "pool_size", DEFAULT_POOL_SIZE, 1, 10000);
+  const char *driver = opt_string(L, "transport", "auto", 0);
+  if (strcmp(driver, "auto") == 0) c->driver = 0;
+  else if (strcmp(driver, "curl") == 0) c->driver = 1;
+  else if (strcmp(driver, "cosocket") == 0) c->driver = 2;
+  else luaL_error(L, "new: option 'transport' must be \"auto\", \"curl\" or \"cosocket\"");
+  if (c->driver == 2 && c->ca_file)
+    luaL_error(L, "new: option 'ca_file' does not apply to the cosocket driver: nginx trusts "
+                  "the CAs of its lua_ssl_trusted_certificate directive");
 
   lua_getfield(L, 1, "token_store");
   if (lua_istable(L, -1)) {
@@ -279,16 +295,6 @@ int yp_client_new(lua_State *L) {
   return 1;
 }
 
-/* Token_Details without the tokens: they stay inside the client. */
-static int push_token_details(lua_State *L, yp_client *c) {
-  double left = c->access_expires - yp_now_wall(); /* bounded: see token_exchange */
-  lua_createtable(L, 0, 2);
-  lua_pushfstring(L, "%d", left > 0 ? (int)(left + 0.5) : 0);
-  lua_setfield(L, -2, "expiresIn");
-  lua_pushstring(L, c->token_head);
-  lua_setfield(L, -2, "tokenHead");
-  return 1;
-}
 
 static int fail(lua_State *L) {
   lua_pushnil(L);
@@ -313,7 +319,8 @@ static int token_body(lua_State *L, yp_client *c, void *state) {
     yp_push_closed_error(L, ep->name);
     return fail(L);
   }
-  return push_token_details(L, c);
+  yp_core_push_token_details(L, c);
+  return 1;
 }
 
 static int call_body(lua_State *L, yp_client *c, void *state) {
@@ -446,6 +453,7 @@ void yp_client_register(lua_State *L) {
   lua_setfield(L, -2, "__name");
   lua_newtable(L);
   yp_setfuncs(L, methods);
+  yp_call_register(L);
   for (size_t i = 0; i < yp_endpoint_count; i++) {
     lua_pushlightuserdata(L, (void *)(uintptr_t)&yp_endpoints[i]);
     lua_pushcclosure(L, endpoint_method, 1);

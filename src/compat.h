@@ -33,8 +33,18 @@ static inline void yp_setmetatable(lua_State *L, const char *name) {
   luaL_getmetatable(L, name);
   lua_setmetatable(L, -2);
 }
+static inline void *yp_testudata(lua_State *L, int idx, const char *name) {
+  void *p = lua_touserdata(L, idx);
+  int same;
+  if (!p || !lua_getmetatable(L, idx)) return NULL;
+  luaL_getmetatable(L, name);
+  same = lua_rawequal(L, -1, -2);
+  lua_pop(L, 2);
+  return same ? p : NULL;
+}
 #else
 #define yp_setmetatable(L, name) luaL_setmetatable((L), (name))
+#define yp_testudata(L, idx, name) luaL_testudata((L), (idx), (name))
 #endif
 
 /* Converts the numeral s (C string) to a Lua number and pushes it; returns 0 and pushes

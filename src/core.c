@@ -264,6 +264,16 @@ int yp_core_token_accept(lua_State *L, yp_client *c, const yp_endpoint *ep) {
   return 1;
 }
 
+/* Token_Details without the tokens: they stay inside the client. */
+void yp_core_push_token_details(lua_State *L, yp_client *c) {
+  double left = c->access_expires - yp_now_wall(); /* bounded: see token_exchange */
+  lua_createtable(L, 0, 2);
+  lua_pushfstring(L, "%d", left > 0 ? (int)(left + 0.5) : 0);
+  lua_setfield(L, -2, "expiresIn");
+  lua_pushstring(L, c->token_head);
+  lua_setfield(L, -2, "tokenHead");
+}
+
 void yp_core_push_token_record(lua_State *L, yp_client *c) {
   lua_createtable(L, 0, 7);
   lua_pushstring(L, c->client_id);

@@ -24,6 +24,7 @@ typedef struct yp_client {
   char *base_url, *ua_header, *client_id, *client_secret, *ca_file;
   double timeout, connect_timeout, deadline, retry_base_delay, retry_max_delay;
   int max_retries, max_depth, allow_http;
+  int driver, pool_size; /* driver: 0 auto, 1 curl, 2 cosocket; pool_size: cosocket keepalive */
   long low_speed_limit, low_speed_time;
   lua_Integer max_response;
   int logger_ref, store_ref;
@@ -51,6 +52,8 @@ char *yp_dup_or_raise(lua_State *L, const char *s);
 void yp_drop_tokens(yp_client *c);
 void yp_push_closed_error(lua_State *L, const char *endpoint);
 int yp_has_logger(const yp_client *c);
+/* client.c: releases a closed client once nothing is under way on it (depth 0). */
+void yp_client_settle(lua_State *L, yp_client *c);
 int yp_has_store(const yp_client *c);
 
 /* What a call needs next. */
@@ -93,6 +96,9 @@ void yp_core_token_call(lua_State *L, yp_client *c, int refresh, double deadline
 int yp_core_token_accept(lua_State *L, yp_client *c, const yp_endpoint *ep);
 /* A failed refresh falls back to the client credentials. */
 void yp_core_refresh_failed(yp_client *c);
+
+/* Token_Details without the tokens (they stay inside the client): {expiresIn, tokenHead}. */
+void yp_core_push_token_details(lua_State *L, yp_client *c);
 
 /* The token store's records: what save() gets, and what a load() result means. */
 void yp_core_push_token_record(lua_State *L, yp_client *c);

@@ -1,5 +1,6 @@
 /* partner.c: the module entry point (luaopen_yeastar_partner): version, null sentinel,
- * constructor, JSON helpers and array marker, endpoint catalogue, and the Lua-side workflows embedded in the .so. */
+ * constructor, JSON helpers and array marker, endpoint catalogue, and the Lua parts embedded in
+ * the .so (the workflows; the cosocket driver, active inside nginx). */
 #include <curl/curl.h>
 
 #include "client.h"
@@ -9,6 +10,7 @@
 #include "json.h"
 #include "token_store.h"
 #include "version.h"
+#include "cosocket_lua.h"
 #include "workflows_lua.h"
 
 /* partner.endpoints[name] = {index=, method=, path=, paged=, replay_safe=, params={...}}, for tools,
@@ -96,11 +98,17 @@ int luaopen_yeastar_partner(lua_State *L) {
   push_catalogue(L);
   lua_setfield(L, -2, "endpoints");
 
+  /* The workflows, then the cosocket driver (which wraps the methods only inside nginx). */
   if (luaL_loadbuffer(L, yp_workflows_lua, sizeof yp_workflows_lua, "=yeastar/partner/workflows.lua"))
     return lua_error(L);
   lua_pushvalue(L, -2); /* module */
   lua_pushvalue(L, -4); /* methods */
   yp_push_error_constructor(L);
   lua_call(L, 3, 0);
+  if (luaL_loadbuffer(L, yp_cosocket_lua, sizeof yp_cosocket_lua, "=yeastar/partner/cosocket.lua"))
+    return lua_error(L);
+  lua_pushvalue(L, -2);
+  lua_pushvalue(L, -4);
+  lua_call(L, 2, 0);
   return 1;
 }
