@@ -18,6 +18,21 @@ choice open:
     has no side effect.
   * delay alone, truncate and trickle send the REAL response, so the real action
     always happens for them; process=true only moves it before the delay.
+
+Response framing (POST /_control/config {"response_framing": ...}, reset to
+"length"), so HTTP/1.1 framers are tested against a real server.  It applies to
+every API response except raw_b64 (exact bytes) and drop (no response):
+  * "length": Content-Length, keep-alive (the default).
+  * "chunked": Transfer-Encoding: chunked, keep-alive.  The body goes out in
+    chunks of the sizes CHUNK_SIZES repeats; every second chunked response
+    after a reset (the 2nd, 4th, ...) also announces and sends a trailer field
+    (X-Portal-Trailer: response-N), writes its chunk sizes in upper-case hex
+    and puts an extension on its first chunk ("1;portal-ext=1").  An HTTP/1.0
+    request gets "close" instead: chunked is HTTP/1.1 only.
+  * "close": no Content-Length, Connection: close; the body ends when the
+    server closes the connection, after a TLS close_notify.
+  truncate cuts the framed body (chunk lines included) in half and closes
+  without close_notify; trickle and large_body_bytes are framed the same way.
 """
 
 import argparse
@@ -48,6 +63,9 @@ REFRESH_LIFETIME = 15 * 86400
 INT64_MIN, INT64_MAX = -(2 ** 63), 2 ** 63 - 1
 INT_RE = re.compile(r"-?[0-9]+")
 JSON_TYPE = "application/json;charset=UTF-8"
+FRAMINGS = ("length", "chunked", "close")
+CHUNK_SIZES = (1, 7, 64, 5, 300, 2048)   # chunked framing: chunk sizes, repeated until the body ends
+CLOSE_NOTIFY_TIMEOUT = 2    # close framing: how long to wait for the client's close_notify in return
 
 # ---------------------------------------------------------------------------
 # Seed data.  Every builder returns fresh objects so that reset is a plain rebuild.
@@ -408,7 +426,8 @@ class Portal:
     def reset(self):
         with self.lock:
             self.config = {"token_lifetime": self.args.token_lifetime, "latency_ms": self.args.latency_ms,
-                           "refresh_enabled": True, "billing_contacts": 1}
+                           "refresh_enabled": True, "billing_contacts": 1, "response_framing": "length"}
+            self.chunked_responses = 0   # numbers chunked responses: every second one has a trailer
             self.devices = seed_devices()
             self.users = seed_users()
             self.orders = seed_orders()
@@ -433,6 +452,16 @@ class Portal:
     def end(self):
         with self.lock:
             self.in_flight -= 1
+
+    def framing(self):
+        """This response's framing, and for chunked ones the trailer field it ends with (or None)."""
+        with self.lock:
+            mode = self.config["response_framing"]
+            if mode != "chunked":
+                return mode, None
+            self.chunked_responses += 1
+            n = self.chunked_responses
+            return mode, ("X-Portal-Trailer", "response-%d" % n) if n % 2 == 0 else None
 
     def take_fault(self, method, path):
         with self.lock:
@@ -822,6 +851,8 @@ class Portal:
                     self.config[k] = v
                 elif k == "billing_contacts" and v in (1, 2) and type(v) is not bool:
                     self.config[k] = int(v)
+                elif k == "response_framing" and v in FRAMINGS:
+                    self.config[k] = v
                 else:
                     raise ControlError("bad config entry %s=%r" % (k, v))
             return dict(self.config)
@@ -1078,10 +1109,18 @@ class BaseHandler(http.server.BaseHTTPRequestHandler):
             raise ValueError("short body")
         return data
 
+    framing, trailer = "length", None   # ApiHandler sets them per response
+
     def head_bytes(self, status, ctype, length, extra=()):
         lines = ["HTTP/1.1 %d %s" % (status, self.responses.get(status, ("Unknown",))[0]),
                  "Server: " + self.server_version, "Date: " + self.date_time_string(),
-                 "Content-Type: " + ctype, "Content-Length: %d" % length]
+                 "Content-Type: " + ctype]
+        if self.framing == "length":
+            lines.append("Content-Length: %d" % length)
+        elif self.framing == "chunked":
+            lines.append("Transfer-Encoding: chunked")
+            if self.trailer:
+                lines.append("Trailer: " + self.trailer[0])
         lines += ["%s: %s" % kv for kv in extra]
         if self.close_connection:
             lines.append("Connection: close")
@@ -1107,11 +1146,18 @@ class ApiHandler(BaseHandler):
         portal = self.server.portal
         started = time.monotonic()
         raw_path, _, query = self.path.partition("?")
+        self.framing, self.trailer = portal.framing()
+        if self.framing == "chunked" and self.request_version != "HTTP/1.1":
+            self.framing, self.trailer = "close", None
+        self.close_notify = False
+        if self.framing == "close":
+            self.close_connection = True
         try:
             body = self.read_body()
         except (ValueError, OSError):
             self.close_connection = True
-            self.write(self.head_bytes(400, "text/plain", 0))
+            self.send_full(400, "text/plain", b"")
+            self.finish_close_delimited()
             return
         headers = list(self.headers.items())   # exact received order and case
         portal.begin({"method": self.command, "path": raw_path, "query": query,
@@ -1137,6 +1183,7 @@ class ApiHandler(BaseHandler):
                 print("portal: %s %s%s -> %s (%.0f ms) headers=%s" % (
                     self.command, raw_path, "?" + query if query else "", outcome,
                     (time.monotonic() - started) * 1000, shown), file=sys.stderr, flush=True)
+            self.finish_close_delimited()
 
     def respond(self, portal, raw_path, query, headers, body):
         latency = portal.config["latency_ms"] / 1000.0
@@ -1185,35 +1232,88 @@ class ApiHandler(BaseHandler):
         status, ctype, data = response
         if f.get("truncate"):
             self.close_connection = True
-            self.write(self.head_bytes(status, ctype, len(data), extra) + data[:len(data) // 2])
+            framed = self.framed_body(data)
+            self.write(self.head_bytes(status, ctype, len(data), extra) + framed[:len(framed) // 2])
+            self.close_notify = False        # an abrupt close: over TLS, detectably truncated
             return "%d truncated" % status
         if f.get("trickle"):
-            packet = self.head_bytes(status, ctype, len(data), extra) + data
+            packet = self.head_bytes(status, ctype, len(data), extra) + self.framed_body(data)
             for i in range(len(packet)):
                 if not self.write(packet[i:i + 1]):
                     break
                 time.sleep(f["trickle"])
+            self.end_body()
             return "%d trickled" % status
         self.send_full(status, ctype, data, extra)
         return "%d faulted" % status
 
+    # ----- response framing (see the module docstring) -----
+
+    def chunk(self, data, index=0):
+        """One chunk of the chunked framing ("" for no data: a zero size would end the body)."""
+        if not data:
+            return b""
+        size = ("%X" if self.trailer else "%x") % len(data)
+        ext = ";portal-ext=1" if self.trailer and index == 0 else ""
+        return (size + ext + "\r\n").encode("ascii") + data + b"\r\n"
+
+    def last_chunk(self):
+        fields = "%s: %s\r\n" % self.trailer if self.trailer else ""
+        return ("0\r\n" + fields + "\r\n").encode("latin-1")
+
+    def framed_body(self, data):
+        """The whole body as it goes on the wire in this response's framing."""
+        if self.framing != "chunked":
+            return data
+        out, i, k = [], 0, 0
+        while i < len(data):
+            size = CHUNK_SIZES[k % len(CHUNK_SIZES)]
+            out.append(self.chunk(data[i:i + size], k))
+            i, k = i + size, k + 1
+        out.append(self.last_chunk())
+        return b"".join(out)
+
+    def end_body(self):
+        """After the last body byte: a close-delimited body ends with the connection."""
+        if self.framing == "close":
+            self.close_connection = True
+            self.close_notify = True
+
+    def finish_close_delimited(self):
+        """Ends a close-delimited response over TLS with close_notify, so that the client can tell
+        the end of the body from a truncation (an abrupt close, as truncate does)."""
+        if not self.close_notify:
+            return
+        self.close_notify = False
+        conn = self.connection
+        if isinstance(conn, ssl.SSLSocket):
+            try:
+                conn.settimeout(CLOSE_NOTIFY_TIMEOUT)
+                conn.unwrap()   # sends close_notify, then waits briefly for the client's
+            except (OSError, ValueError):
+                pass
+
     def send_full(self, status, ctype, data, extra=()):
-        self.write(self.head_bytes(status, ctype, len(data), extra) + data)
+        self.write(self.head_bytes(status, ctype, len(data), extra) + self.framed_body(data))
+        self.end_body()
 
     def send_large(self, size, extra):
         prefix = ('{"code":"success","detailMessage":"","requestId":"%s","result":"' % secrets.token_hex(16)).encode()
         suffix = b'","status":200}'
         filler = max(0, size - len(prefix) - len(suffix))
         body_len = len(prefix) + filler + len(suffix)
-        if not self.write(self.head_bytes(200, JSON_TYPE, body_len, extra) + prefix):
+        chunked = self.framing == "chunked"   # then one chunk per write
+        piece = (lambda data, k: self.chunk(data, k)) if chunked else (lambda data, k: data)
+        if not self.write(self.head_bytes(200, JSON_TYPE, body_len, extra) + piece(prefix, 0)):
             return
         block = b"x" * 65536
         while filler > 0:
             n = min(filler, len(block))
-            if not self.write(block[:n]):
+            if not self.write(piece(block[:n], 1)):
                 return   # the client hung up: stop quietly
             filler -= n
-        self.write(suffix)
+        self.write(piece(suffix, 1) + (self.last_chunk() if chunked else b""))
+        self.end_body()
 
 
 class ControlHandler(BaseHandler):
@@ -1261,6 +1361,9 @@ class ControlHandler(BaseHandler):
 # ---------------------------------------------------------------------------
 
 
+# The good certificate names 127.0.0.1 twice: as an IP address (curl, browsers) and as a DNS
+# name, because nginx's cosocket verification (sslhandshake(nil, "127.0.0.1", true) in
+# lua-nginx-module) checks the name with X509_check_host, which matches DNS names only.
 OPENSSL_CNF = """\
 [req]
 distinguished_name = dn
@@ -1275,7 +1378,7 @@ subjectKeyIdentifier = hash
 basicConstraints = CA:FALSE
 keyUsage = critical,digitalSignature
 extendedKeyUsage = serverAuth
-subjectAltName = DNS:localhost,IP:127.0.0.1
+subjectAltName = DNS:localhost,DNS:127.0.0.1,IP:127.0.0.1
 subjectKeyIdentifier = hash
 authorityKeyIdentifier = keyid
 [v3_wrong]

@@ -1,5 +1,6 @@
 -- spec/00-fake_portal_spec.lua: proves the fake portal itself, through the curl CLI, before the module is tested against it.
--- Owns only checks of fakeportal/portal.py and spec/helpers.lua; nothing here loads yeastar.partner.
+-- Owns only checks of fakeportal/portal.py and spec/helpers.lua; nothing here loads yeastar.partner except the
+-- response-framing checks, which compare the module's libcurl client across the portal's three framings.
 local helpers = require "spec.helpers"
 local q = helpers.shell_quote
 
@@ -394,6 +395,212 @@ describe("fake portal (checked with curl) #external", function()
       local out = p:read("*a")
       p:close()
       assert.are.equal("401 1\n401 0\n", out)
+    end)
+  end)
+
+  describe("response framing", function()
+    local PATH = "/pricing/openapi/purchase/v1/product_list" -- 401 without a token: no setup needed
+    local CHUNK_SIZES = { 1, 7, 64, 5, 300, 2048 } -- as fakeportal/portal.py repeats them
+
+    -- Sends raw request bytes over one TLS connection (openssl s_client, which reads until the
+    -- server closes: the last request must make it close).  Returns {bytes, stderr, rc}.  s_client
+    -- exits 1 with "unexpected eof" when the server closes without TLS close_notify, as the portal
+    -- does after a Content-Length or chunked response with Connection: close.
+    local function exchange(request)
+      local req, out, err = os.tmpname(), os.tmpname(), os.tmpname()
+      local fh = assert(io.open(req, "wb"))
+      fh:write(request)
+      fh:close()
+      local _, rc = helpers.run("timeout 10 openssl s_client -connect 127.0.0.1:" .. portal.port
+        .. " -CAfile " .. q(portal.ca_file) .. " -verify_return_error -quiet <" .. q(req)
+        .. " >" .. q(out) .. " 2>" .. q(err))
+      local res = { bytes = helpers.read_file(out) or "", stderr = helpers.read_file(err) or "", rc = rc }
+      for _, f in ipairs{ req, out, err } do os.remove(f) end
+      return res
+    end
+
+    local function request(close, path)
+      return "GET " .. (path or PATH) .. " HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        .. (close and "Connection: close\r\n" or "") .. "\r\n"
+    end
+
+    -- Parses one response at pos, strictly: {status, head = {lower name = value}, body,
+    -- chunk_lines, trailer (field lines)}, and the position after it.
+    local function parse(bytes, pos)
+      local head_end = assert(bytes:find("\r\n\r\n", pos, true), "no end of head")
+      local text = bytes:sub(pos, head_end + 1)
+      local r = { status = tonumber(text:match("^HTTP/1%.1 (%d%d%d) [^\r\n]*\r\n")), head = {} }
+      for name, value in text:gmatch("\r\n([^:\r\n]+): ([^\r\n]*)") do
+        assert(r.head[name:lower()] == nil, "repeated field " .. name)
+        r.head[name:lower()] = value
+      end
+      pos = head_end + 4
+      if r.head["content-length"] then
+        local n = tonumber(r.head["content-length"])
+        r.body = bytes:sub(pos, pos + n - 1)
+        assert(#r.body == n, "short body")
+        return r, pos + n
+      elseif r.head["transfer-encoding"] then
+        assert(r.head["transfer-encoding"] == "chunked", r.head["transfer-encoding"])
+        local body, lines = {}, {}
+        while true do
+          local eol = assert(bytes:find("\r\n", pos, true), "unterminated chunk-size line")
+          local line = bytes:sub(pos, eol - 1)
+          lines[#lines + 1] = line
+          pos = eol + 2
+          local size = tonumber(assert(line:match("^(%x+)"), line), 16)
+          if size == 0 then break end
+          body[#body + 1] = bytes:sub(pos, pos + size - 1)
+          assert(bytes:sub(pos + size, pos + size + 1) == "\r\n", "chunk data not followed by CRLF")
+          pos = pos + size + 2
+        end
+        r.trailer = {}
+        while true do
+          local eol = assert(bytes:find("\r\n", pos, true), "unterminated trailer section")
+          local line = bytes:sub(pos, eol - 1)
+          pos = eol + 2
+          if line == "" then break end
+          r.trailer[#r.trailer + 1] = line
+        end
+        r.body, r.chunk_lines = table.concat(body), lines
+        return r, pos
+      end
+      r.body = bytes:sub(pos) -- close-delimited: everything up to the end of the connection
+      return r, #bytes + 1
+    end
+
+    local function parse_all(bytes)
+      local list, pos = {}, 1
+      while pos <= #bytes do list[#list + 1], pos = parse(bytes, pos) end
+      return list
+    end
+
+    -- The chunk-size lines the portal writes for a body of n bytes.
+    local function expected_chunk_lines(n, with_trailer)
+      local lines, k = {}, 0
+      while n > 0 do
+        local size = math.min(n, CHUNK_SIZES[k % #CHUNK_SIZES + 1])
+        lines[#lines + 1] = string.format(with_trailer and "%X" or "%x", size)
+          .. (with_trailer and k == 0 and ";portal-ext=1" or "")
+        n, k = n - size, k + 1
+      end
+      lines[#lines + 1] = "0"
+      return lines
+    end
+
+    local function assert_unauthorized(r)
+      assert.are.equal(401, r.status)
+      local env = decode{ body = r.body }
+      assert.are.equal("unauthorized", env.code)
+      assert.are.equal(401, env.status)
+    end
+
+    it("defaults to Content-Length with keep-alive, and reset restores it", function()
+      portal:config{ response_framing = "close" }
+      portal:reset()
+      assert.are.equal("length", portal:config{}.response_framing)
+      local list = parse_all(exchange(request(false) .. request(true)).bytes)
+      assert.are.equal(2, #list) -- both on one connection
+      for i, r in ipairs(list) do
+        assert_unauthorized(r)
+        assert.are.equal(tostring(#r.body), r.head["content-length"])
+        assert.is_nil(r.head["transfer-encoding"])
+        assert.are.equal(i == 2 and "close" or nil, r.head["connection"])
+      end
+    end)
+
+    it("sends chunked bodies in varying chunks, every second one with a trailer, keep-alive", function()
+      assert.are.equal("chunked", portal:config{ response_framing = "chunked" }.response_framing)
+      local list = parse_all(exchange(request(false) .. request(false) .. request(true)).bytes)
+      assert.are.equal(3, #list) -- all on one connection
+      for i, r in ipairs(list) do
+        assert_unauthorized(r)
+        assert.are.equal("chunked", r.head["transfer-encoding"])
+        assert.is_nil(r.head["content-length"])
+        assert.are.equal(i == 3 and "close" or nil, r.head["connection"])
+        local with_trailer = i == 2
+        assert.are.same(expected_chunk_lines(#r.body, with_trailer), r.chunk_lines)
+        assert.is_true(#r.chunk_lines >= 5, "a few chunks")
+        if with_trailer then
+          assert.are.equal("X-Portal-Trailer", r.head["trailer"])
+          assert.are.same({ "X-Portal-Trailer: response-2" }, r.trailer)
+        else
+          assert.is_nil(r.head["trailer"])
+          assert.are.same({}, r.trailer)
+        end
+      end
+    end)
+
+    it("ends a close-delimited body by closing the connection, with TLS close_notify", function()
+      portal:config{ response_framing = "close" }
+      -- Two requests pipelined without Connection: close: the server answers one and closes.
+      local res = exchange(request(false) .. request(false))
+      assert.are.equal(0, res.rc, res.stderr)
+      local list = parse_all(res.bytes)
+      assert.are.equal(1, #list)
+      assert_unauthorized(list[1])
+      assert.are.equal("close", list[1].head["connection"])
+      assert.is_nil(list[1].head["content-length"])
+      assert.is_nil(list[1].head["transfer-encoding"])
+      assert.is_nil(res.stderr:find("unexpected eof", 1, true), res.stderr)
+      assert.are.equal(1, helpers.count(portal, PATH))
+
+      -- A truncated close-delimited body ends without close_notify: detectable over TLS.
+      portal:fault{ truncate = true }
+      res = exchange(request(false))
+      list = parse_all(res.bytes)
+      assert.are.equal(401, list[1].status)
+      assert.truthy(list[1].body:find("^{\"code\": \"unauthorized\""), list[1].body)
+      assert.is_nil(list[1].body:find("}$"))
+      assert.truthy(res.stderr:find("unexpected eof", 1, true), res.stderr)
+    end)
+
+    it("frames truncated and large bodies in every framing (curl CLI)", function()
+      local partners = "/user/openapi/user/v1/client/partner_list"
+      for _, framing in ipairs{ "length", "chunked", "close" } do
+        portal:reset()
+        portal:config{ response_framing = framing }
+        local token = get_token().token
+        portal:fault{ large_body_bytes = 300000 }
+        local res = api("GET", partners, { token = token })
+        assert.are.equal(0, res.rc, framing .. ": " .. res.stderr)
+        assert.are.equal(200, res.status)
+        assert.are.equal(300000, #res.body)
+        assert.truthy(res.body:find('^{"code":"success".*"status":200}$'))
+        portal:fault{ truncate = true }
+        res = api("GET", partners, { token = token })
+        if framing == "close" then
+          -- Nothing in HTTP marks the end of a close-delimited body; only the missing TLS
+          -- close_notify does, and curl 7.88 does not check it: it sees a shorter body.
+          assert.is_nil(res.body:find("}$"), res.body)
+        else
+          assert.are.equal(18, res.rc, framing .. ": " .. res.stderr) -- "transfer closed with ... remaining"
+        end
+      end
+    end)
+
+    it("gives the module's libcurl client identical results in all three framings", function()
+      local results = {}
+      for _, framing in ipairs{ "length", "chunked", "close" } do
+        portal:reset()
+        portal:config{ response_framing = framing }
+        local client = helpers.client(portal)
+        local got = {}
+        got.status, got.status_err = client:auto_renewal_status(helpers.STATUS)
+        got.countries, got.countries_err = client:countries{ pageSize = 20 }
+        got.order, got.order_err = client:create_order(helpers.ORDER)
+        client:close()
+        assert.is_nil(got.status_err, framing)
+        assert.is_nil(got.order_err, framing)
+        assert.are.equal(1, helpers.count(portal, helpers.ORDER_PATH))
+        assert.are.equal(framing, portal:config{}.response_framing)
+        results[framing] = got
+      end
+      assert.is_true(results.length.status.autoRenew)
+      assert.are.equal("1780042", results.length.order.orderId)
+      assert.are.equal(13, #results.length.countries.results)
+      assert.are.same(results.length, results.chunked)
+      assert.are.same(results.length, results.close)
     end)
   end)
 end)
