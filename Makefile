@@ -71,14 +71,21 @@ PREFIX  ?= /usr/local
 LUA_LIBDIR ?= $(PREFIX)/lib/lua/$(LUA_ABI)
 INSTALL_DIR = $(DESTDIR)$(LUA_LIBDIR)/yeastar
 
-.PHONY: all install deps test demo fake-portal memcheck check bench rock reference clean
+.PHONY: all install deps test demo demo-openresty nginx-module fake-portal memcheck check bench rock reference clean
 all: $(MODULE)
 
 # The README's two commands. Each installs missing Debian packages first (as root).
 demo: deps all
 	tools/with-fake-portal.sh $(LUA) examples/demo.lua
 
-test: deps all
+# nginx runs LuaJIT: its specs (and demo-openresty) load build/luajit whatever runtime is tested.
+nginx-module:
+	@$(MAKE) --no-print-directory LUA_VERSION=luajit LUA=luajit build/luajit/yeastar/partner.so
+
+demo-openresty: deps nginx-module
+	tools/with-fake-portal.sh tools/demo-openresty.sh
+
+test: deps all nginx-module
 	@echo "busted on $(LUA) against $(MODULE); not applicable here: $(SKIP_TAGS_WHY)"
 	$(BUSTED) --cpath=./$(BUILD)/?.so --exclude-tags=$(SKIP_TAGS)
 
