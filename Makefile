@@ -98,6 +98,7 @@ fake-portal: deps
 # The whole suite again against an ASan+UBSan build of the module (see NOTES on Lua + ASan).
 # Children (the Python portal, curl) must not inherit the preloaded runtime. Specs tagged #rss
 # measure resident memory, which ASan's quarantine keeps high by design: `make test` runs them.
+# Specs tagged #nginx run nginx with the plain LuaJIT build; `make test` runs them too.
 ASAN_RT = $(shell clang -print-file-name=libclang_rt.asan-x86_64.so)
 SAN     = -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
 ASAN_BUILD = build-asan/$(LUA_VERSION)
@@ -108,7 +109,7 @@ memcheck: deps
 		ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:exitcode=23 \
 		LSAN_OPTIONS=suppressions=$(CURDIR)/tools/lsan.supp:print_suppressions=0 \
 		UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-		$(BUSTED) --cpath=./$(ASAN_BUILD)/?.so --exclude-tags=external,rss,$(SKIP_TAGS)
+		$(BUSTED) --cpath=./$(ASAN_BUILD)/?.so --exclude-tags=external,rss,nginx,$(SKIP_TAGS)
 
 # Decoder conformance is part of the suite; `check` adds the time-boxed fuzzers.
 check: test fuzz
