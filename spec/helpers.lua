@@ -173,22 +173,26 @@ function Portal:stop()
   os.execute("rm -rf -- " .. shell_quote(self._owned_dir))
 end
 
--- Safety nets. A spec that forgets stop() must not leave a portal running: __gc stops it
--- (tables get __gc from 5.2; a newproxy() userdata carries it on 5.1 and LuaJIT). And
--- should Lua never get to collect (busted killed, 5.1 exiting without closing its state),
--- the portal watches our PID (--owner-pid) and exits when we are gone.
-Portal.__gc = function(self) pcall(Portal.stop, self) end
-local function with_gc(portal)
+-- Safety nets. A spec that forgets stop() must not leave a portal (or nginx) running: __gc stops
+-- it. And should Lua never get to collect (busted killed, 5.1 exiting without closing its
+-- state), the portal watches our PID (--owner-pid) and exits when we are gone.
+-- stop_when_collected(obj) returns obj, whose class has a stop method: set as __gc for 5.2+,
+-- carried by a newproxy() userdata on 5.1 and LuaJIT.
+function M.stop_when_collected(obj)
+  local class = getmetatable(obj)
+  class.__gc = class.__gc or function(self) pcall(self.stop, self) end
+  setmetatable(obj, class) -- again: 5.2+ marks an object for __gc only when it is set with one
   if newproxy then
-    portal._gc_proxy = newproxy(true)
-    getmetatable(portal._gc_proxy).__gc = function() pcall(Portal.stop, portal) end
+    obj._gc_proxy = newproxy(true)
+    getmetatable(obj._gc_proxy).__gc = function() pcall(obj.stop, obj) end
   end
-  return portal
+  return obj
 end
 
-local function own_process_pid()
+function M.own_process_pid()
   return (read_file("/proc/self/stat") or ""):match("^(%d+)") -- self: this Lua process
 end
+local own_process_pid = M.own_process_pid
 
 local CLI_OPTIONS = {
   token_lifetime = "--token-lifetime", latency_ms = "--latency-ms", client_id = "--client-id",
@@ -247,7 +251,7 @@ function M.start_portal(opts)
       if socket.gettime() > deadline then fail("timeout waiting for portal.json") end
       socket.sleep(0.05)
     end
-    local portal = with_gc(setmetatable({
+    local portal = M.stop_when_collected(setmetatable({
       -- cjson 2.1 decodes every number as a float; a port must be an integer for LuaSocket.
       pid = math.floor(info.pid), base_url = info.base_url, port = math.floor(info.port), ca_file = info.ca_file,
       other_ca_file = info.other_ca_file, expired_url = info.expired_url,

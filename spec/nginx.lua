@@ -145,9 +145,7 @@ local function read_pid(path)
   return tonumber((read_file(path) or ""):match("%d+"))
 end
 
-local function own_process_pid()
-  return (read_file("/proc/self/stat") or ""):match("^(%d+)") -- self: this Lua process
-end
+local own_process_pid = helpers.own_process_pid
 
 -- Started in the background instead of nginx itself: it starts nginx in the foreground, and
 -- should the Lua process that started it (the owner, $1) go away without stopping it (busted
@@ -327,18 +325,8 @@ function Server:stop()
   os.execute("rm -rf -- " .. q(self.prefix))
 end
 
--- Safety net: a server nobody stopped is stopped when collected (tables get __gc from 5.2; a
--- newproxy() userdata carries it on 5.1 and LuaJIT).  The watchdog covers a Lua that never
--- collects.
-Server.__gc = function(self) pcall(Server.stop, self) end
-local function with_gc(server)
-  if newproxy then
-    server._gc_proxy = newproxy(true)
-    getmetatable(server._gc_proxy).__gc = function() pcall(Server.stop, server) end
-  end
-  return server
-end
-
+-- Safety net: a server nobody stopped is stopped when collected; the watchdog covers a Lua that
+-- never collects.
 -- One HTTP/1.1 request over LuaSocket (socket.http: it sends Connection: close).
 -- opts: method ("GET"), path, body (string), headers (table), timeout (seconds, 10).
 -- Returns status, body, headers (lower-case names), elapsed_seconds; or nil, err, nil, elapsed.
@@ -389,7 +377,7 @@ local function attempt(opts, nginx_bin, base)
   assert(prefix:find("yeastar-nginx.", 1, true), "nginx: mktemp failed: " .. prefix)
   os.execute("mkdir -p " .. q(prefix .. "/conf") .. " " .. q(prefix .. "/logs") .. " " .. q(prefix .. "/tmp"))
   local port = helpers.free_port()
-  local server = with_gc(setmetatable({
+  local server = helpers.stop_when_collected(setmetatable({
     port = port, url = "http://127.0.0.1:" .. port, prefix = prefix,
   }, Server))
   -- From here on, any error stops what was started and removes the prefix before raising.
