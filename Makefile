@@ -65,6 +65,7 @@ OBJS     = $(SRCS:src/%.c=$(BUILD)/obj/%.o)
 # The Lua parts (workflows, the cosocket driver) are embedded in the .so as generated headers.
 EMBEDDED = $(patsubst src/%.lua,$(BUILD)/gen/%_lua.h,$(wildcard src/*.lua))
 HDRS     = $(wildcard src/*.h) $(EMBEDDED)
+.SECONDARY: $(EMBEDDED)
 MODULE   = $(BUILD)/yeastar/partner.so
 
 PREFIX  ?= /usr/local
