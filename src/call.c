@@ -73,7 +73,8 @@ static int client_call(lua_State *L) {
   yp_build_request(L, lua_tostring(L, 4), ep, 3, &k.req);
   if (c->closed) luaL_error(L, "yeastar.partner: the client is closed");
   if (k.req.body) k.content_type = "Content-Type: application/json";
-  k.deadline = yp_now_mono() + c->deadline;
+  /* k.deadline stays 0: yp_core_next sets it at the first attempt, so a batch's late items get
+   * their own deadline, as under libcurl. */
   push_call(L, c, &k, 0);
   return 1;
 }
@@ -259,7 +260,7 @@ static int client_store_failure_event(lua_State *L) {
   return 1;
 }
 
-/* client:_driver_info() -> {transport=, pool_size=, ca_file=, logger=, token_store=} */
+/* client:_driver_info() -> {transport=, pool_size=, ca_file=, deadline=, logger=, token_store=} */
 static int client_driver_info(lua_State *L) {
   yp_client *c = check_client(L, 1);
   if (c->closed) return 0;
@@ -271,6 +272,8 @@ static int client_driver_info(lua_State *L) {
   lua_setfield(L, -2, "pool_size");
   lua_pushboolean(L, c->ca_file != NULL);
   lua_setfield(L, -2, "ca_file");
+  lua_pushnumber(L, c->deadline);
+  lua_setfield(L, -2, "deadline");
   if (yp_has_logger(c)) {
     lua_rawgeti(L, LUA_REGISTRYINDEX, c->logger_ref);
     lua_setfield(L, -2, "logger");

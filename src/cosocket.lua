@@ -61,30 +61,50 @@ end
 -- One exchange, as the core wants it fed: {status, body, retry_after, error, maybe_sent, ...}.
 -- A failure before the request was written has maybe_sent = false; any later one, true.
 local function exchange(req, info)
+  ngx.update_time()
   local started = ngx.now()
+  local ends = started + req.timeout -- the whole exchange, as libcurl's CURLOPT_TIMEOUT
   local scheme, host, port, authority, path = split_url(req.url)
   local sock = ngx.socket.tcp()
+  local framer
   local ms = math.max(1, math.floor(req.timeout * 1000))
   sock:settimeouts(math.max(1, math.floor(math.min(req.connect_timeout, req.timeout) * 1000)), ms, ms)
   local function failed(kind, detail, maybe_sent)
     sock:close()
-    return { error = kind, detail = detail, maybe_sent = maybe_sent, elapsed = ngx.now() - started }
+    return { error = kind, detail = detail, maybe_sent = maybe_sent, elapsed = ngx.now() - started,
+             status = framer and framer:status() or nil } -- a status line already read, as libcurl reports it
+  end
+  -- Each step gets only what is left of the exchange's timeout: a server that trickles bytes
+  -- cannot stretch the exchange (or the call's deadline) beyond it.
+  local function left_ms()
+    ngx.update_time()
+    return math.floor((ends - ngx.now()) * 1000)
   end
   -- Calls that must not run twice never share a connection: their pool is never refilled.
   local pool = scheme .. "://" .. authority .. (req.fresh and " fresh" or "")
   local ok, err = sock:connect(host, port, { pool = pool, pool_size = info.pool_size })
   if not ok then return failed(transport_error(err) or "connect", "connect: " .. err, false) end
   if scheme == "https" and sock:getreusedtimes() == 0 then
-    local session, herr = sock:sslhandshake(nil, host, true)
+    if left_ms() < 1 then return failed("timeout", "TLS: timeout", false) end
+    sock:settimeout(left_ms())
+    -- pcall: lua-resty-core 0.1.25 can raise (an assertion) instead of returning nil, err when a
+    -- handshake fails verification; either way it is a TLS failure, nothing sent.
+    local okh, session, herr = pcall(sock.sslhandshake, sock, nil, host, true)
+    if not okh then session, herr = nil, "handshake failed" end
     if not session then return failed(transport_error(herr) or "tls", "TLS: " .. herr, false) end
   end
   local head = { req.method .. " " .. path .. " HTTP/1.1", "Host: " .. authority }
   for _, line in ipairs(req.headers) do head[#head + 1] = line end
   if req.body then head[#head + 1] = "Content-Length: " .. #req.body end
+  if left_ms() < 1 then return failed("timeout", "send: timeout", false) end
+  sock:settimeout(left_ms())
   local sent, serr = sock:send(table.concat(head, "\r\n") .. "\r\n\r\n" .. (req.body or ""))
   if not sent then return failed(transport_error(serr) or "lost", "send: " .. serr, true) end
-  local framer = partner._http1(req.max_response)
+  framer = partner._http1(req.max_response)
   while true do
+    local left = left_ms()
+    if left < 1 then return failed("timeout", "receive: timeout", true) end
+    sock:settimeout(left)
     local data, rerr = sock:receiveany(READ_SIZE)
     local state, code, detail
     if data then
@@ -148,34 +168,40 @@ local function fetch_token(self, info, for_call)
 end
 
 -- Makes the client's access token valid, or returns nil, err. The first light thread that needs a
--- token fetches it; the others wait for it and then use the same one (single flight).
+-- token fetches it; the others wait for it and then use the same one (single flight). The light
+-- thread holding the flight may be killed (ngx.thread.kill, a batch whose on_result raised, an
+-- aborted request) and then never clears it: the mark lapses when that login's deadline has passed.
 local function ensure_token(self, info, for_call)
   local flight = token_flight[self]
   if not flight then
-    flight = { busy = false, waiting = 0, done = require("ngx.semaphore").new(0) }
+    flight = { owner = false, waiting = 0, done = require("ngx.semaphore").new(0) }
     token_flight[self] = flight
   end
   while true do
     if self:is_closed() then return true end -- the call's next step fails it as closed
-    if not flight.busy then
+    ngx.update_time()
+    if flight.owner and ngx.now() >= flight.owner.expires then flight.owner = false end
+    if not flight.owner then
+      local mine = { expires = ngx.now() + info.deadline }
       local load, valid = self:_token_state()
       if load then
-        flight.busy = true -- the store may yield: nobody else logs in meanwhile
+        flight.owner = mine -- the store may yield: nobody else logs in meanwhile
         local ok = pcall(store_load, self, info)
-        flight.busy = false
+        if flight.owner == mine then flight.owner = false end
+        if flight.waiting > 0 then flight.done:post(flight.waiting) end -- they may use what it loaded
         if not ok then self:_token_loaded(nil) end
         valid = select(2, self:_token_state())
       end
       if valid then return true end
-      flight.busy = true
+      flight.owner = mine
       local ok, got, err = pcall(fetch_token, self, info, for_call)
-      flight.busy = false
+      if flight.owner == mine then flight.owner = false end
       if flight.waiting > 0 then flight.done:post(flight.waiting) end
       if not ok then error(got, 0) end
       return got, err
     end
     flight.waiting = flight.waiting + 1
-    flight.done:wait(60)
+    flight.done:wait(math.max(0.001, math.min(1, flight.owner.expires - ngx.now())))
     flight.waiting = flight.waiting - 1
   end
 end
@@ -199,7 +225,11 @@ function drive(self, info, k)
       if not ok then error(got, 0) end
       if not got then return false, err end
     elseif what == "pause" then
-      ngx.sleep(arg)
+      -- ngx.sleep counts whole milliseconds from nginx's cached clock: round up, from a fresh
+      -- clock, so that one sleep covers the pause (a sub-millisecond rest would be ngx.sleep(0),
+      -- a busy loop through the event loop that the lua module warns about at every turn).
+      ngx.update_time()
+      ngx.sleep(math.ceil(arg * 1000 + 1) / 1000)
     else -- "fail": nothing of this step was sent
       return false, arg
     end

@@ -659,6 +659,14 @@ static int http1_response(lua_State *L) {
   return 1;
 }
 
+/* The final response's status once its status line was read (even if the body then failed), or nil. */
+static int http1_status(lua_State *L) {
+  yp_http1 *p = check_http1(L);
+  if (p->status < 200) return 0;
+  lua_pushinteger(L, (lua_Integer)p->status);
+  return 1;
+}
+
 static int http1_gc(lua_State *L) {
   yp_http1_free(check_http1(L));
   return 0;
@@ -676,6 +684,7 @@ int yp_http1_lua_new(lua_State *L) {
   static const luaL_Reg methods[] = {{"feed", http1_feed},
                                      {"eof", http1_eof},
                                      {"response", http1_response},
+                                     {"status", http1_status},
                                      {NULL, NULL}};
   lua_Number max = luaL_checknumber(L, 1);
   yp_http1 *p;
