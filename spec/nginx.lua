@@ -16,6 +16,9 @@
 --   server.port, server.url ("http://127.0.0.1:PORT"), server.prefix, server:master_pid()
 --   server:error_log(), server:stderr()                  -- text; still readable after stop()
 --   server:stop()                                        -- idempotent; also run by __gc
+--   nginx.start{ conf = text, vars = { CA_FILE = "..." } } -- a whole nginx.conf of one's own
+--     (examples/openresty/nginx.conf): @PORT@ becomes the port, @NAME@ vars.NAME; its paths
+--     must be relative to the prefix (logs/nginx.pid, logs/error.log) or absolute.
 --
 -- The config sets load_module, user (root only), worker_processes, error_log, pid, lock_file,
 -- access_log, the *_temp_path, lua_package_path, lua_package_cpath and, with ca_file,
@@ -186,7 +189,8 @@ done
 -- ---------------------------------------------------------------------------------------------
 
 local OPTIONS = { http = true, server = true, ca_file = true, cpath = true, path = true,
-                  worker_processes = true, init_worker = true, shared_dicts = true }
+                  worker_processes = true, init_worker = true, shared_dicts = true,
+                  conf = true, vars = true }
 
 -- Relative entries of a ;-separated Lua path become absolute (";;", nginx's "default", stays).
 local function absolute_path_list(list, base)
@@ -258,6 +262,15 @@ local function config(opts, prefix, port, base)
   L("  }")
   L("}")
   return table.concat(lines, "\n") .. "\n"
+end
+
+local function own_config(opts, port)
+  local text = opts.conf:gsub("@PORT@", tostring(port)):gsub("@([%u_]+)@", function(name)
+    return assert(opts.vars and opts.vars[name], "nginx.start: no value for @" .. name .. "@")
+  end)
+  -- As in config(): as root, workers stay root so they can read our build and private files.
+  if helpers.run("id -u") == "0" then text = "user root;\n" .. text end
+  return text
 end
 
 -- ---------------------------------------------------------------------------------------------
@@ -382,7 +395,8 @@ local function attempt(opts, nginx_bin, base)
   }, Server))
   -- From here on, any error stops what was started and removes the prefix before raising.
   local ok, why = pcall(function()
-    write_file(prefix .. "/conf/nginx.conf", config(opts, prefix, port, base))
+    local text = opts.conf and own_config(opts, port) or config(opts, prefix, port, base)
+    write_file(prefix .. "/conf/nginx.conf", text)
     write_file(prefix .. "/watchdog.sh", WATCHDOG)
     -- `make memcheck` preloads the ASan runtime into busted; nginx must not inherit it.
     os.execute(string.format(
