@@ -72,7 +72,7 @@ PREFIX  ?= /usr/local
 LUA_LIBDIR ?= $(PREFIX)/lib/lua/$(LUA_ABI)
 INSTALL_DIR = $(DESTDIR)$(LUA_LIBDIR)/yeastar
 
-.PHONY: all install deps test demo demo-openresty nginx-module fake-portal memcheck check bench rock reference clean
+.PHONY: all install deps test demo demo-openresty nginx-module fake-portal memcheck check bench rock reference types clean
 all: $(MODULE)
 
 # The README's two commands. Each installs missing Debian packages first (as root).
@@ -93,8 +93,13 @@ test: deps all nginx-module
 deps:
 	@tools/install-deps.sh
 
+# The fake portal in the foreground (README: The fake portal). DEVICES=file.csv|file.json adds
+# devices, PORT (default 8443) and FAKE_PORTAL_DIR (default build/fake-portal) move it, and
+# PORTAL_ARGS passes more options (--verbose, --latency-ms 50). exec: make's child is the
+# portal itself, so stopping make (it passes SIGTERM on) stops the portal instead of orphaning it.
 fake-portal: deps
-	python3 fakeportal/portal.py --state-dir build/fake-portal --port $${PORT:-8443}
+	exec python3 fakeportal/portal.py --state-dir "$${FAKE_PORTAL_DIR:-build/fake-portal}" \
+		--port "$${PORT:-8443}" $(if $(DEVICES),--devices "$(DEVICES)") $(PORTAL_ARGS)
 
 # The whole suite again against an ASan+UBSan build of the module (see NOTES on Lua + ASan).
 # Children (the Python portal, curl) must not inherit the preloaded runtime. Specs tagged #rss
@@ -119,9 +124,15 @@ bench: deps all
 	$(LUA) bench/fleet_bench.lua
 	$(LUA) bench/json_bench.lua
 
-# Prints the README's method reference, derived from the endpoint table.
+# Derived from the endpoint table (src/endpoints.c): the README's method reference (between its
+# markers) and the LuaLS definitions. spec/17-docs_spec.lua fails when either is out of date.
+WITH_MODULE = $(LUA) -e 'package.cpath = "./$(BUILD)/?.so;" .. package.cpath'
 reference: all
-	@$(LUA) tools/gen-reference.lua
+	$(WITH_MODULE) tools/gen-reference.lua README.md
+types: all
+	$(WITH_MODULE) tools/gen-luals.lua types/yeastar/partner.lua
+# Where `install` puts the LuaLS definitions, for an editor's workspace.library.
+TYPES_DIR ?= $(PREFIX)/share/yeastar-partner/types
 
 # LuaRocks 3.8 knows LuaJIT only as its 5.1 with another interpreter and header folder.
 ifeq ($(LUA_VERSION),luajit)
@@ -148,6 +159,8 @@ endif
 install: $(MODULE)
 	install -d $(INSTALL_DIR)
 	install -m 0755 $(MODULE) $(INSTALL_DIR)/partner.so
+	install -d $(DESTDIR)$(TYPES_DIR)/yeastar
+	install -m 0644 types/yeastar/partner.lua $(DESTDIR)$(TYPES_DIR)/yeastar/partner.lua
 
 clean:
 	rm -rf build build-*

@@ -30,5 +30,16 @@ build = {
    install_variables = {
       LUA = "$(LUA)", -- the Makefile derives the runtime (and so the build folder) from it
       LUA_LIBDIR = "$(LIBDIR)",
+      -- LuaLS definitions into the rock's folder, <tree>/lib/luarocks/rocks-*/yeastar-partner/*/
+      TYPES_DIR = "$(PREFIX)/types",
+   },
+   -- The examples as commands. LuaRocks copies these after `make install`, whatever the build
+   -- type, and puts a wrapper in the tree's bin/ that runs this rock's Lua on the script.
+   install = {
+      bin = {
+         ["yeastar-renew-remote-management"] = "examples/renew_remote_management.lua",
+         ["yeastar-ensure-auto-renewal"] = "examples/ensure_auto_renewal.lua",
+         ["yeastar-renewal-info"] = "examples/renewal_info.lua",
+      },
    },
 }

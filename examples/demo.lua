@@ -10,10 +10,10 @@
 -- or against a running `make fake-portal` after pasting the `export YEASTAR_...` lines it prints:
 --   lua5.4 examples/demo.lua
 --
--- Environment: YEASTAR_CLIENT_ID, YEASTAR_CLIENT_SECRET (never printed), YEASTAR_BASE_URL
--- (required), YEASTAR_CA_FILE (optional). Because step 3 places an order and step 2 changes
--- devices, the demo refuses any portal that is not on this machine (127.0.0.1, ::1, localhost):
--- it is never a way to spend money by accident.
+-- Environment: read by partner.from_env (--help lists every variable); YEASTAR_CLIENT_ID,
+-- YEASTAR_CLIENT_SECRET (never printed) and YEASTAR_BASE_URL are required. Because step 3
+-- places an order and step 2 changes devices, the demo refuses any portal that is not on this
+-- machine (127.0.0.1, ::1, localhost): it is never a way to spend money by accident.
 --
 -- Exit status: 0 the story ran, 1 a step failed (message on stderr), 2 usage.
 
@@ -22,10 +22,32 @@
 package.cpath = "./build/" .. (jit and "luajit" or _VERSION:match("%d+%.%d+")) .. "/?.so;" .. package.cpath
 local partner = require "yeastar.partner"
 
+local USAGE = "usage: lua5.4 examples/demo.lua\n"
+
 local function usage_error(message)
-  io.stderr:write("demo: ", message, "\n")
+  io.stderr:write("demo: ", message, "\n", USAGE)
   os.exit(2)
 end
+
+if arg[1] == "-h" or arg[1] == "--help" then
+  local lines = {
+    USAGE .. "The renewal story end to end against a portal on this machine (`make demo` starts",
+    "the fake portal and runs this): one device's auto-renewal status, a fleet from",
+    "examples/devices.csv, a Remote Management renewal (dry run, then the order), and that",
+    "order found again by its PO number. It takes no arguments.",
+    "",
+    "Options:",
+    "  -h, --help   this text",
+    "",
+    "Environment (read by partner.from_env):",
+  }
+  for _, v in ipairs(partner.env_variables) do lines[#lines + 1] = ("  %-22s %s"):format(v.name, v.about) end
+  lines[#lines + 1] = ""
+  lines[#lines + 1] = "Exit status: 0 the story ran, 1 a step failed, 2 usage (or a portal not on this machine)."
+  io.stdout:write(table.concat(lines, "\n"), "\n")
+  os.exit(0)
+end
+if arg[1] ~= nil then usage_error("unknown argument '" .. arg[1] .. "'") end
 
 local client -- closed by fail() and at the end
 
@@ -40,30 +62,19 @@ local function step(n, title)
   print(("Step %d of 4: %s"):format(n, title))
 end
 
--- The client, from the environment; loopback portals only.
+-- The client, from the environment (a missing or bad variable is a usage error naming it);
+-- loopback portals only. Making the client sends nothing.
 do
-  local missing = {}
-  for _, name in ipairs { "YEASTAR_CLIENT_ID", "YEASTAR_CLIENT_SECRET", "YEASTAR_BASE_URL" } do
-    if (os.getenv(name) or "") == "" then missing[#missing + 1] = name end
-  end
-  if #missing > 0 then
-    usage_error("missing environment variable" .. (#missing > 1 and "s " or " ") ..
-      table.concat(missing, ", ") .. "; run the demo with `make demo`")
-  end
+  local ok, c = pcall(partner.from_env)
+  if not ok then usage_error(tostring(c) .. "; run the demo with `make demo`") end
   local base_url = os.getenv("YEASTAR_BASE_URL")
+  io.stderr:write("demo: talking to ", base_url, " (YEASTAR_BASE_URL; `make demo` starts a fake portal)\n")
   local host = base_url:match("^%a+://%[([^%]]+)%]") or base_url:match("^%a+://([^/:?#]+)")
   if host ~= "127.0.0.1" and host ~= "localhost" and host ~= "::1" then
+    c:close()
     usage_error("the demo places an order, so it only talks to a portal on this machine, not " ..
       base_url .. "; run it with `make demo`")
   end
-  local ca_file = os.getenv("YEASTAR_CA_FILE")
-  local ok, c = pcall(partner.new, {
-    client_id = os.getenv("YEASTAR_CLIENT_ID"),
-    client_secret = os.getenv("YEASTAR_CLIENT_SECRET"),
-    base_url = base_url,
-    ca_file = ca_file ~= "" and ca_file or nil,
-  })
-  if not ok then usage_error("bad configuration: " .. tostring(c)) end
   client = c
   print(("yeastar.partner %s, talking to the portal at %s"):format(partner._VERSION, base_url))
 end

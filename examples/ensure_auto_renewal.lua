@@ -12,11 +12,9 @@
 -- IDs stay strings from file to wire, so no digit of a 19-digit plan ID is ever lost.
 -- See examples/devices.csv.
 --
--- Environment:
---   YEASTAR_CLIENT_ID      the API client ID (required)
---   YEASTAR_CLIENT_SECRET  the API client secret (required; never printed)
---   YEASTAR_BASE_URL       the portal, e.g. https://openapi.partner.yeastar.com (required)
---   YEASTAR_CA_FILE        a CA bundle to trust instead of the system's (optional)
+-- Environment: read by partner.from_env (--help lists every variable). YEASTAR_CLIENT_ID,
+-- YEASTAR_CLIENT_SECRET (never printed) and YEASTAR_BASE_URL are required. The first line on
+-- stderr names the portal.
 --
 -- Against the fake portal:
 --   make fake-portal       # in one terminal; paste the `export YEASTAR_...` lines it prints
@@ -34,6 +32,25 @@ package.cpath = "./build/" .. (jit and "luajit" or _VERSION:match("%d+%.%d+")) .
 local partner = require "yeastar.partner"
 
 local USAGE = "usage: lua5.4 examples/ensure_auto_renewal.lua [--dry-run] [--concurrency N] devices.csv\n"
+
+local function help()
+  local lines = {
+    USAGE .. "Makes sure auto-renewal is on for every device of the CSV file (header line",
+    "productNo,productId,planOrServiceId, columns in any order; see examples/devices.csv).",
+    "",
+    "Options:",
+    "  --dry-run         only query: report which devices would be enabled, change nothing",
+    "  --concurrency N   requests in flight at once, 1..256 (default 8)",
+    "  -h, --help        this text",
+    "",
+    "Environment (read by partner.from_env):",
+  }
+  for _, v in ipairs(partner.env_variables) do lines[#lines + 1] = ("  %-22s %s"):format(v.name, v.about) end
+  lines[#lines + 1] = ""
+  lines[#lines + 1] = "Progress goes to stderr, the summary to stdout. Exit status: 0 every device is fine,"
+  lines[#lines + 1] = "1 at least one device failed, 2 usage (arguments, CSV file, environment)."
+  return table.concat(lines, "\n") .. "\n"
+end
 
 local function usage_error(message)
   io.stderr:write("ensure_auto_renewal: ", message, "\n", USAGE)
@@ -54,7 +71,7 @@ do
       concurrency = n
       i = i + 1
     elseif a == "-h" or a == "--help" then
-      io.stdout:write(USAGE)
+      io.stdout:write(help())
       os.exit(0)
     elseif a:sub(1, 1) == "-" then
       usage_error("unknown option '" .. a .. "'")
@@ -132,28 +149,11 @@ end
 
 local devices = read_devices(csv_path)
 
--- The client, from the environment.
-local function client_from_env()
-  local missing = {}
-  for _, name in ipairs { "YEASTAR_CLIENT_ID", "YEASTAR_CLIENT_SECRET", "YEASTAR_BASE_URL" } do
-    if (os.getenv(name) or "") == "" then missing[#missing + 1] = name end
-  end
-  if #missing > 0 then
-    usage_error("missing environment variable" .. (#missing > 1 and "s " or " ") ..
-      table.concat(missing, ", ") .. " (see the comment at the top of this script)")
-  end
-  local ca_file = os.getenv("YEASTAR_CA_FILE")
-  local ok, client = pcall(partner.new, {
-    client_id = os.getenv("YEASTAR_CLIENT_ID"),
-    client_secret = os.getenv("YEASTAR_CLIENT_SECRET"),
-    base_url = os.getenv("YEASTAR_BASE_URL"),
-    ca_file = ca_file ~= "" and ca_file or nil,
-  })
-  if not ok then usage_error("bad configuration: " .. tostring(client)) end
-  return client
-end
-
-local client = client_from_env()
+-- The client, from the environment: a missing or bad variable is a usage error naming it.
+local ok, client = pcall(partner.from_env)
+if not ok then usage_error(tostring(client)) end
+io.stderr:write("ensure_auto_renewal: talking to ", os.getenv("YEASTAR_BASE_URL"),
+  " (YEASTAR_BASE_URL; for a rehearsal, see make fake-portal)\n")
 
 -- Progress on stderr. A live line only when stderr is a terminal: in a log file or a pipe,
 -- carriage returns make a mess, so there each device gets its own line.

@@ -9,18 +9,18 @@
 --   lua5.4 examples/renew_remote_management.lua [--commit] [--po NUMBER] [--billing-id ID]
 --     --commit          place the order (without it: dry run, nothing is ordered)
 --     --po NUMBER       your purchase-order number, stored with the order; it is also how
---                       the order is found again if the answer to --commit gets lost
+--                       the order is found again if the answer to --commit gets lost, and
+--                       what makes a re-run safe: with a PO that is already on an order, the
+--                       script prints that order and orders nothing
 --     --billing-id ID   the billing contact, needed when the account has more than one
 --
--- Environment:
---   YEASTAR_CLIENT_ID      the API client ID (required)
---   YEASTAR_CLIENT_SECRET  the API client secret (required; never printed)
---   YEASTAR_BASE_URL       the portal, e.g. https://openapi.partner.yeastar.com (required, so
---                          that which portal gets the order is always a deliberate choice)
---   YEASTAR_CA_FILE        a CA bundle to trust instead of the system's (optional)
+-- Environment: read by partner.from_env (--help lists every variable). YEASTAR_CLIENT_ID,
+-- YEASTAR_CLIENT_SECRET (never printed) and YEASTAR_BASE_URL are required: the base URL has no
+-- default, so that which portal gets the order is always a deliberate choice. The first line on
+-- stderr names the portal.
 --
 -- Against the fake portal (nothing there costs money):
---   make fake-portal       # in one terminal; it prints four `export YEASTAR_...` lines
+--   make fake-portal       # in one terminal; it prints `export YEASTAR_...` lines
 --   # paste them into another terminal, then:
 --   lua5.4 examples/renew_remote_management.lua
 --   lua5.4 examples/renew_remote_management.lua --commit --po PO-2025-0001
@@ -34,6 +34,26 @@ package.cpath = "./build/" .. (jit and "luajit" or _VERSION:match("%d+%.%d+")) .
 local partner = require "yeastar.partner"
 
 local USAGE = "usage: lua5.4 examples/renew_remote_management.lua [--commit] [--po NUMBER] [--billing-id ID]\n"
+
+local function help()
+  local lines = {
+    USAGE .. "Renews Remote Management (product 15) for one year. Without --commit: a dry run that",
+    "prints the exact order and orders nothing.",
+    "",
+    "Options:",
+    "  --commit          place the order (real money on the live portal)",
+    "  --po NUMBER       your purchase-order number, stored with the order; how the order is",
+    "                    found again if the answer gets lost, and what makes a re-run safe",
+    "  --billing-id ID   the billing contact, needed when the account has more than one",
+    "  -h, --help        this text",
+    "",
+    "Environment (read by partner.from_env):",
+  }
+  for _, v in ipairs(partner.env_variables) do lines[#lines + 1] = ("  %-22s %s"):format(v.name, v.about) end
+  lines[#lines + 1] = ""
+  lines[#lines + 1] = "Exit status: 0 done, 1 the portal or the network failed, 2 usage."
+  return table.concat(lines, "\n") .. "\n"
+end
 
 local function usage_error(message)
   io.stderr:write("renew_remote_management: ", message, "\n", USAGE)
@@ -60,7 +80,7 @@ do
       if a == "--po" then po_number = v else billing_id = v end
       i = i + 1
     elseif a == "-h" or a == "--help" then
-      io.stdout:write(USAGE)
+      io.stdout:write(help())
       os.exit(0)
     else
       usage_error("unknown argument '" .. a .. "'")
@@ -72,29 +92,11 @@ do
   end
 end
 
--- The client, from the environment.
-local function client_from_env()
-  local missing = {}
-  for _, name in ipairs { "YEASTAR_CLIENT_ID", "YEASTAR_CLIENT_SECRET", "YEASTAR_BASE_URL" } do
-    if (os.getenv(name) or "") == "" then missing[#missing + 1] = name end
-  end
-  if #missing > 0 then
-    usage_error("missing environment variable" .. (#missing > 1 and "s " or " ") ..
-      table.concat(missing, ", ") .. " (see the comment at the top of this script)")
-  end
-  local ca_file = os.getenv("YEASTAR_CA_FILE")
-  local ok, client = pcall(partner.new, {
-    client_id = os.getenv("YEASTAR_CLIENT_ID"),
-    client_secret = os.getenv("YEASTAR_CLIENT_SECRET"),
-    base_url = os.getenv("YEASTAR_BASE_URL"),
-    ca_file = ca_file ~= "" and ca_file or nil,
-  })
-  if not ok then usage_error("bad configuration: " .. tostring(client)) end
-  return client
-end
-
-local client = client_from_env()
-print("Portal: " .. os.getenv("YEASTAR_BASE_URL"))
+-- The client, from the environment: a missing or bad variable is a usage error naming it.
+local ok, client = pcall(partner.from_env)
+if not ok then usage_error(tostring(client)) end
+io.stderr:write("renew_remote_management: talking to ", os.getenv("YEASTAR_BASE_URL"),
+  " (YEASTAR_BASE_URL; for a rehearsal, see make fake-portal)\n")
 
 local request = {
   billingId = billing_id, -- a decimal string: a 19-digit ID must not pass through a double
@@ -110,6 +112,16 @@ if not plan then
   end
   fail(err)
 end
+
+-- Once per PO: an order with this PO number exists already (a re-run, or a cron job restarted
+-- after a crash), so there is nothing to order.
+local function report_existing(order)
+  print(("Existing order for PO %s: orderNo %s, orderStatus %s (id %s). Nothing was ordered.")
+    :format(po_number, tostring(order.orderNo), tostring(order.orderStatus), tostring(order.id)))
+  client:close()
+  os.exit(0)
+end
+if plan.existing then report_existing(plan) end
 
 print((commit and "Placing this" or "This is the") ..
   " Remote Management renewal order (1 year, recurring, billed annually):")
@@ -153,6 +165,7 @@ if not order then
     "Do NOT simply run this again: check the orders in the Partner Portal first" ..
     (po_number and (" (PO number " .. po_number .. ").") or ". Next time, pass --po."))
 end
+if order.existing then report_existing(order) end -- placed meanwhile, by another run
 
 print("Order placed.")
 print("orderNo:     " .. tostring(order.orderNo))

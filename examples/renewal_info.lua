@@ -6,11 +6,9 @@
 -- Defaults: service 27946 (Hotel PMS Integration) on device 3632E0965333, product 11
 -- (P-Series Appliance Edition), the example of Yeastar's guide.
 --
--- Environment:
---   YEASTAR_CLIENT_ID      the API client ID (required)
---   YEASTAR_CLIENT_SECRET  the API client secret (required; never printed)
---   YEASTAR_BASE_URL       the portal, e.g. https://openapi.partner.yeastar.com (required)
---   YEASTAR_CA_FILE        a CA bundle to trust instead of the system's (optional)
+-- Environment: read by partner.from_env (--help lists every variable). YEASTAR_CLIENT_ID,
+-- YEASTAR_CLIENT_SECRET (never printed) and YEASTAR_BASE_URL are required. The first line on
+-- stderr names the portal.
 --
 -- Against the fake portal:
 --   make fake-portal       # in one terminal; paste the `export YEASTAR_...` lines it prints
@@ -32,7 +30,21 @@ local function usage_error(message)
 end
 
 if arg[1] == "-h" or arg[1] == "--help" then
-  io.stdout:write(USAGE)
+  local lines = {
+    USAGE .. "Shows the renewal terms of a service on a device. Read-only: nothing is ordered.",
+    "",
+    "Arguments:",
+    "  pricingServiceId  the service (default 27946, Hotel PMS Integration)",
+    "  productNo         the device's serial number (default 3632E0965333)",
+    "  productId         the device's product (default 11, P-Series Appliance Edition)",
+    "  -h, --help        this text",
+    "",
+    "Environment (read by partner.from_env):",
+  }
+  for _, v in ipairs(partner.env_variables) do lines[#lines + 1] = ("  %-22s %s"):format(v.name, v.about) end
+  lines[#lines + 1] = ""
+  lines[#lines + 1] = "Exit status: 0 done, 1 the portal or the network failed, 2 usage."
+  io.stdout:write(table.concat(lines, "\n"), "\n")
   os.exit(0)
 end
 if #arg ~= 0 and #arg ~= 1 and #arg ~= 3 then usage_error("give 0, 1 or 3 arguments") end
@@ -42,28 +54,11 @@ local product_id = arg[3] or "11"
 if not service_id:match("^%d+$") then usage_error("pricingServiceId is a number, got '" .. service_id .. "'") end
 if not product_id:match("^%d+$") then usage_error("productId is a number, got '" .. product_id .. "'") end
 
--- The client, from the environment.
-local function client_from_env()
-  local missing = {}
-  for _, name in ipairs { "YEASTAR_CLIENT_ID", "YEASTAR_CLIENT_SECRET", "YEASTAR_BASE_URL" } do
-    if (os.getenv(name) or "") == "" then missing[#missing + 1] = name end
-  end
-  if #missing > 0 then
-    usage_error("missing environment variable" .. (#missing > 1 and "s " or " ") ..
-      table.concat(missing, ", ") .. " (see the comment at the top of this script)")
-  end
-  local ca_file = os.getenv("YEASTAR_CA_FILE")
-  local ok, client = pcall(partner.new, {
-    client_id = os.getenv("YEASTAR_CLIENT_ID"),
-    client_secret = os.getenv("YEASTAR_CLIENT_SECRET"),
-    base_url = os.getenv("YEASTAR_BASE_URL"),
-    ca_file = ca_file ~= "" and ca_file or nil,
-  })
-  if not ok then usage_error("bad configuration: " .. tostring(client)) end
-  return client
-end
-
-local client = client_from_env()
+-- The client, from the environment: a missing or bad variable is a usage error naming it.
+local ok, client = pcall(partner.from_env)
+if not ok then usage_error(tostring(client)) end
+io.stderr:write("renewal_info: talking to ", os.getenv("YEASTAR_BASE_URL"),
+  " (YEASTAR_BASE_URL; for a rehearsal, see make fake-portal)\n")
 local info, err = client:renewal_service_info {
   pricingServiceId = service_id, productNo = product_no, productId = product_id,
 }

@@ -6,9 +6,11 @@
 Standard library only, on purpose: the module under test has its own JSON code,
 and a fake built on the same code could share (and hide) the same bug.
 
-Run:  python3 fakeportal/portal.py --state-dir /tmp/portal
+Run:  python3 fakeportal/portal.py --state-dir /tmp/portal [--devices devices.csv]
 It creates certificates in the state dir, listens, writes portal.json and prints
-the base URL, CA file and credentials.  Stop it with Ctrl-C or SIGTERM.
+the base URL, CA file, credentials and control URL.  Stop it with Ctrl-C or SIGTERM.
+One portal per state dir: a second start there is refused before it writes anything.
+The README's section "The fake portal" documents the control plane and the devices file.
 
 Fault semantics (POST /_control/fault), settled here because the brief leaves a
 choice open:
@@ -38,8 +40,11 @@ every API response except raw_b64 (exact bytes) and drop (no response):
 import argparse
 import base64
 import copy
+import csv
+import datetime
 import email.parser
 import email.policy
+import fcntl
 import http.server
 import json
 import math
@@ -126,13 +131,164 @@ SEED_DEVICES = [
 ]
 
 
-def seed_devices():
+DEFAULT_EXPIRY = "2027-01-31"   # currentPlanExpireDate of a device that names none
+
+
+def make_device(no, pid, auto, plan, model, expiry=DEFAULT_EXPIRY, n=1, fail=False):
+    """Device number n (from 1): its activation code and creation day follow from n."""
+    return {"productNo": no, "productId": pid, "autoRenew": auto, "planId": plan, "model": model,
+            "expiry": expiry, "activationCode": "AC%06d%s" % (n, no[-4:]),
+            "createTime": 1704067200000 + (n - 1) * 86400000, "fail": fail}
+
+
+def seed_devices(extra=()):
+    """The seed devices, then those of --devices (a device of the file replaces a seed one)."""
     devices = {}
     for i, (no, pid, auto, plan, model) in enumerate(SEED_DEVICES):
-        devices[no] = {"productNo": no, "productId": pid, "autoRenew": auto, "planId": plan,
-                       "model": model, "activationCode": "AC%06d%s" % (i + 1, no[-4:]),
-                       "createTime": 1704067200000 + i * 86400000, "fail": False}
+        devices[no] = make_device(no, pid, auto, plan, model, n=i + 1)
+    for d in extra:
+        devices[d["productNo"]] = copy.deepcopy(d)
     return devices
+
+
+# ---------------------------------------------------------------------------
+# Devices from a file (--devices) or from POST /_control/devices
+# ---------------------------------------------------------------------------
+
+DEVICE_FIELDS = ("productNo", "productId", "planId", "autoRenew", "model", "expiry")
+DEVICE_REQUIRED = DEVICE_FIELDS[:4]
+PRODUCT_NO_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
+DATE_RE = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})")
+
+
+class DeviceError(Exception):
+    pass
+
+
+def device_from(values, n, strings):
+    """One device from {field: value}: CSV cells (strings=True, all text) or a JSON object.
+    Raises DeviceError naming the field; n numbers the activation code and creation time."""
+    for k in values:
+        if k not in DEVICE_FIELDS:
+            raise DeviceError("unknown field %r (fields: %s)" % (k, ", ".join(DEVICE_FIELDS)))
+    for k in DEVICE_REQUIRED:
+        if values.get(k) in (None, ""):
+            raise DeviceError("%s is missing" % k)
+    no = values["productNo"]
+    if type(no) is not str or not PRODUCT_NO_RE.fullmatch(no):
+        raise DeviceError("productNo must be 1 to 64 letters, digits, '.', '_' or '-', got %r" % (no,))
+
+    def integer(k):   # a JSON integer or digits; IDs above 2^53 are best written as strings
+        v = values[k]
+        if type(v) is str and INT_RE.fullmatch(v):
+            v = int(v)
+        if type(v) is not int or not 1 <= v <= INT64_MAX:
+            raise DeviceError("%s must be a positive integer, got %r" % (k, values[k]))
+        return v
+    pid, plan = integer("productId"), integer("planId")
+    if pid not in PRODUCT_NAMES:
+        raise DeviceError("productId %d is not a product (known: %s)" % (pid, ", ".join(str(p) for p, _ in PRODUCTS)))
+    auto = values["autoRenew"]
+    if strings and auto.lower() in ("true", "false"):   # spreadsheets write TRUE and FALSE
+        auto = auto.lower() == "true"
+    if type(auto) is not bool:
+        raise DeviceError("autoRenew must be true or false, got %r" % (values["autoRenew"],))
+    model = values.get("model") or PRODUCT_NAMES[pid]
+    if type(model) is not str:
+        raise DeviceError("model must be a string, got %r" % (model,))
+    expiry = values.get("expiry") or DEFAULT_EXPIRY
+    m = DATE_RE.fullmatch(expiry) if type(expiry) is str else None
+    try:
+        datetime.date(*map(int, m.groups()))
+    except (AttributeError, ValueError):
+        raise DeviceError("expiry must be a date YYYY-MM-DD, got %r" % (expiry,))
+    return make_device(no, pid, auto, plan, model, expiry, n)
+
+
+def devices_from_list(items, where, strings=False):
+    """Devices from {field: value} items: CSV cells (strings) or JSON objects.  where(i) says
+    where item i is ("devices.csv:4", "device 3"); the first bad item raises DeviceError."""
+    out, seen = [], {}
+    for i, item in enumerate(items):
+        try:
+            if type(item) is not dict:
+                raise DeviceError("a device is a JSON object, got %s" % type(item).__name__)
+            d = device_from(item, 101 + i, strings)
+            if d["productNo"] in seen:
+                raise DeviceError("productNo %s is listed twice (first at %s)" % (d["productNo"], seen[d["productNo"]]))
+        except DeviceError as e:
+            raise DeviceError("%s: %s" % (where(i), e))
+        seen[d["productNo"]] = where(i)
+        out.append(d)
+    return out
+
+
+def load_devices(path):
+    """Devices from a CSV file (header productNo,productId,planId,autoRenew[,model][,expiry], in
+    any order; blank lines and # comments skipped) or, for a name ending in .json, a JSON list
+    of such objects.  Raises DeviceError "FILE:LINE: why" for the first bad line."""
+    try:
+        with open(path, encoding="utf-8-sig") as fh:   # -sig: a spreadsheet's byte-order mark
+            text = fh.read()
+    except (OSError, UnicodeDecodeError) as e:
+        raise DeviceError("%s: cannot read the devices file: %s" % (path, e))
+    if path.lower().endswith(".json"):
+        return json_devices(path, text)
+    rows = [(i + 1, line) for i, line in enumerate(text.splitlines())
+            if line.strip() and not line.lstrip().startswith("#")]
+    if not rows:
+        raise DeviceError("%s: no header line (productNo,productId,planId,autoRenew[,model][,expiry])" % path)
+    line_no, header = rows[0]
+    columns = [c.strip() for c in next(csv.reader([header]))]
+    for c in columns:
+        if c not in DEVICE_FIELDS:
+            raise DeviceError("%s:%d: unknown column %r (columns: %s)" % (path, line_no, c, ", ".join(DEVICE_FIELDS)))
+        if columns.count(c) > 1:
+            raise DeviceError("%s:%d: column %s is repeated" % (path, line_no, c))
+    for c in DEVICE_REQUIRED:
+        if c not in columns:
+            raise DeviceError("%s:%d: the header has no column %s" % (path, line_no, c))
+    items = []
+    for line_no, line in rows[1:]:
+        cells = [c.strip() for c in next(csv.reader([line]))]
+        if len(cells) != len(columns):
+            raise DeviceError("%s:%d: %d values for %d columns" % (path, line_no, len(cells), len(columns)))
+        items.append(dict(zip(columns, cells)))
+    return devices_from_list(items, lambda i: "%s:%d" % (path, rows[i + 1][0]), strings=True)
+
+
+def json_devices(path, text):
+    """The JSON form: the array is walked element by element, so a message can name the line
+    where the bad device starts."""
+    decoder = json.JSONDecoder()
+
+    def line_of(pos):
+        return text.count("\n", 0, pos) + 1
+
+    def skip(pos):
+        while pos < len(text) and text[pos] in " \t\r\n":
+            pos += 1
+        return pos
+
+    pos, items, lines = skip(0), [], []
+    try:
+        if text[pos:pos + 1] != "[":
+            raise DeviceError("%s:%d: a JSON devices file is a list of device objects" % (path, line_of(pos)))
+        pos = skip(pos + 1)
+        while text[pos:pos + 1] != "]":
+            if items:
+                if text[pos:pos + 1] != ",":
+                    raise DeviceError("%s:%d: not valid JSON: ',' or ']' expected" % (path, line_of(pos)))
+                pos = skip(pos + 1)
+            item, end = decoder.raw_decode(text, pos)
+            items.append(item)
+            lines.append(line_of(pos))
+            pos = skip(end)
+        if skip(pos + 1) != len(text):
+            raise DeviceError("%s:%d: not valid JSON: text after the list" % (path, line_of(skip(pos + 1))))
+    except json.JSONDecodeError as e:
+        raise DeviceError("%s:%d: not valid JSON: %s" % (path, e.lineno, e.msg))
+    return devices_from_list(items, lambda i: "%s:%d" % (path, lines[i]))
 
 
 def seed_users():
@@ -417,8 +573,9 @@ TAX_TYPES = ["VAT_number", "Tax_ID", "TIN_number", "RUC", "CUIT"]
 
 
 class Portal:
-    def __init__(self, args):
+    def __init__(self, args, file_devices=()):
         self.args = args
+        self.file_devices = file_devices   # from --devices: seeded again by every reset
         self.lock = threading.RLock()
         self.in_flight = 0
         self.reset()
@@ -428,7 +585,7 @@ class Portal:
             self.config = {"token_lifetime": self.args.token_lifetime, "latency_ms": self.args.latency_ms,
                            "refresh_enabled": True, "billing_contacts": 1, "response_framing": "length"}
             self.chunked_responses = 0   # numbers chunked responses: every second one has a trailer
-            self.devices = seed_devices()
+            self.devices = seed_devices(self.file_devices)
             self.users = seed_users()
             self.orders = seed_orders()
             self.created = 0
@@ -531,13 +688,21 @@ class Portal:
 
     def product(self, product_id):
         if product_id not in PRODUCT_NAMES:
-            raise not_found("product_not_found", "no product with productId %s" % product_id)
+            raise not_found("product_not_found", "productId %s is not a product of the price list" % product_id)
         return product_id
 
+    # One code (product_not_found) for every device the account cannot act on; the message says
+    # which reason applies, so that a failed fleet run reads like one against the real portal.
     def device(self, product_no, product_id):
         d = self.devices.get(product_no)
-        if d is None or d["productId"] != product_id or d["fail"]:
-            raise not_found("product_not_found", "no product %s with productId %s" % (product_no, product_id))
+        if d is None:
+            raise not_found("product_not_found", "device %s is not in this account" % product_no)
+        if d["productId"] != product_id:
+            raise not_found("product_not_found", "product %s has productId %d, not %s"
+                            % (product_no, d["productId"], product_id))
+        if d["fail"]:
+            raise not_found("product_not_found", "device %s was transferred to another partner account"
+                            % product_no)
         return d
 
     def user(self, partner_id):
@@ -675,7 +840,7 @@ class Portal:
 
     def device_record(self, d):
         return {"activationCode": d["activationCode"], "activationStatus": "activated", "comment": "",
-                "createTime": d["createTime"], "currentPlanExpireDate": "2027-01-31",
+                "createTime": d["createTime"], "currentPlanExpireDate": d["expiry"],
                 "productId": d["productId"], "productNo": d["productNo"]}
 
     def ep_instance_product_list(self, ctx):
@@ -886,12 +1051,29 @@ class Portal:
         with self.lock:
             for i in range(1, int(count) + 1):
                 no = "%s%06d" % (prefix, i)
-                self.devices[no] = {"productNo": no, "productId": pid, "autoRenew": i % 2 == 0, "planId": plan,
-                                    "model": "FLEET", "activationCode": "ACF%06d" % i,
-                                    "createTime": 1717200000000 + i * 1000,
-                                    "fail": fail_every > 0 and i % fail_every == 0}
+                self.devices[no] = dict(make_device(no, pid, i % 2 == 0, plan, "FLEET",
+                                                    fail=fail_every > 0 and i % fail_every == 0),
+                                        activationCode="ACF%06d" % i, createTime=1717200000000 + i * 1000)
                 out.append({"productNo": no, "productId": pid, "planOrServiceId": plan})
         return {"devices": out}
+
+    def add_devices(self, data):
+        """POST /_control/devices {"devices": [...]}: the objects of a JSON devices file."""
+        for k in data:
+            if k != "devices":
+                raise ControlError("unknown devices field " + k)
+        items = data.get("devices")
+        if type(items) is not list:
+            raise ControlError("devices takes {\"devices\": [device objects]}")
+        try:
+            added = devices_from_list(items, lambda i: "device %d" % (i + 1))
+        except DeviceError as e:
+            raise ControlError(str(e))
+        with self.lock:
+            for d in added:
+                self.devices[d["productNo"]] = d
+        return {"devices": [{"productNo": d["productNo"], "productId": d["productId"],
+                             "planOrServiceId": d["planId"]} for d in added]}
 
     def stats(self):
         with self.lock:
@@ -899,7 +1081,7 @@ class Portal:
 
     def state(self):
         with self.lock:
-            return {"devices": {no: {"productId": d["productId"], "autoRenew": d["autoRenew"]}
+            return {"devices": {no: {k: d[k] for k in ("productId", "planId", "autoRenew", "model", "expiry")}
                                 for no, d in self.devices.items()},
                     "orders": [copy.deepcopy(o) for o in self.orders if o["body"] is not None],
                     "users": copy.deepcopy(self.users)}
@@ -1348,6 +1530,7 @@ class ControlHandler(BaseHandler):
             ("GET", "/_control/requests"): lambda: list(portal.recorded),
             ("GET", "/_control/stats"): portal.stats,
             ("POST", "/_control/fleet"): lambda: portal.add_fleet(data),
+            ("POST", "/_control/devices"): lambda: portal.add_devices(data),
             ("GET", "/_control/state"): portal.state,
         }
         if (method, path) not in routes:
@@ -1391,12 +1574,38 @@ authorityKeyIdentifier = keyid
 """
 
 
+class Stopped(Exception):
+    """SIGTERM or SIGINT arrived during start-up."""
+
+
+# The child process running now (openssl, during start-up), so that a stop request stops it
+# too instead of leaving it to finish on its own; and the stop request itself.
+CHILD = None
+STOP = threading.Event()
+
+
+def request_stop(*_):
+    STOP.set()
+    child = CHILD
+    if child is not None and child.poll() is None:
+        child.terminate()
+
+
 def make_certs(d):
     def path(name):
         return os.path.join(d, name)
 
     def run(*args):
-        subprocess.run(["openssl"] + list(args), check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        global CHILD
+        if STOP.is_set():
+            raise Stopped()
+        CHILD = subprocess.Popen(["openssl"] + list(args), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        _, err = CHILD.communicate()
+        code, CHILD = CHILD.returncode, None
+        if STOP.is_set():
+            raise Stopped()
+        if code != 0:
+            raise subprocess.CalledProcessError(code, ["openssl"] + list(args), stderr=err)
 
     with open(path("openssl.cnf"), "w") as fh:
         fh.write(OPENSSL_CNF)
@@ -1429,6 +1638,22 @@ def tls_context(cert, key):
 # ---------------------------------------------------------------------------
 
 
+def describe_running(state_dir):
+    """What the portal.pid and portal.json of a running portal say, for a refusal message."""
+    try:
+        with open(os.path.join(state_dir, "portal.pid")) as fh:
+            text = "pid %s" % fh.read().strip()
+    except OSError:
+        text = "still starting"
+    try:
+        with open(os.path.join(state_dir, "portal.json")) as fh:
+            info = json.load(fh)
+        text += ", API %s, control %s" % (info["base_url"], info["control_url"])
+    except (OSError, ValueError, KeyError):
+        pass
+    return text
+
+
 def process_start_time(pid):
     """The start time of a live process (field 22 of /proc/PID/stat), None if gone or a zombie."""
     try:
@@ -1452,15 +1677,33 @@ def main():
     ap.add_argument("--verbose", action="store_true", help="log one line per request (Authorization redacted)")
     ap.add_argument("--owner-pid", type=int, default=0,
                     help="exit when this process ends (test runners: no orphan even if they crash)")
+    ap.add_argument("--devices", metavar="FILE",
+                    help="more devices: CSV with the header productNo,productId,planId,autoRenew[,model][,expiry]"
+                         ", or a JSON list of such objects (a name ending in .json)")
     args = ap.parse_args()
 
     # Installed first, so a SIGTERM even during start-up ends in the same clean exit.
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+
+    # A bad file is refused before anything is written; exit status 2, as for a bad option.
+    try:
+        file_devices = load_devices(args.devices) if args.devices else []
+    except DeviceError as e:
+        print("portal: %s" % e, file=sys.stderr)
+        sys.exit(2)
 
     state_dir = os.path.abspath(args.state_dir)
     os.makedirs(state_dir, exist_ok=True)
+    # One portal per state dir: a second one would replace the first one's CA (its clients
+    # would stop trusting it), its pid file and portal.json.  The lock is held until this
+    # process ends, however it ends, so a crashed portal never blocks the next start.
+    lock = open(os.path.join(state_dir, "portal.lock"), "a")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        sys.exit("portal: %s is in use by another fake portal (%s); stop that one first, or give "
+                 "this one another --state-dir" % (state_dir, describe_running(state_dir)))
     # Our own PID, first thing: whoever started us may only know a wrapper's PID (a pyenv
     # shim forks python), and must be able to stop us even if start-up fails half way.
     with open(os.path.join(state_dir, "portal.pid.tmp"), "w") as fh:
@@ -1470,15 +1713,21 @@ def main():
         certs = make_certs(state_dir)
     except subprocess.CalledProcessError as e:
         sys.exit("portal: openssl failed: %s\n%s" % (" ".join(e.cmd), e.stderr.decode(errors="replace")))
+    except Stopped:
+        sys.exit(0)
 
-    portal = Portal(args)
+    portal = Portal(args, file_devices)
     key = certs["server.key"]
-    servers = [
-        QuietServer((args.host, args.port), ApiHandler, portal, tls_context(certs["server.pem"], key)),
-        QuietServer((args.host, 0), ApiHandler, portal, tls_context(certs["expired.pem"], key)),
-        QuietServer((args.host, 0), ApiHandler, portal, tls_context(certs["wrong-host.pem"], key)),
-        QuietServer((args.host, args.control_port), ControlHandler, portal),
-    ]
+    try:
+        servers = [
+            QuietServer((args.host, args.port), ApiHandler, portal, tls_context(certs["server.pem"], key)),
+            QuietServer((args.host, 0), ApiHandler, portal, tls_context(certs["expired.pem"], key)),
+            QuietServer((args.host, 0), ApiHandler, portal, tls_context(certs["wrong-host.pem"], key)),
+            QuietServer((args.host, args.control_port), ControlHandler, portal),
+        ]
+    except OSError as e:
+        sys.exit("portal: cannot listen on %s (port %d, control port %d): %s"
+                 % (args.host, args.port, args.control_port, e.strerror or e))
     for s in servers:
         threading.Thread(target=s.serve_forever, kwargs={"poll_interval": 0.2}, daemon=True).start()
 
@@ -1496,23 +1745,28 @@ def main():
     os.replace(info_path + ".tmp", info_path)   # readers never see a half-written file
 
     q = shlex.quote
+    devices = "%d (%d from %s)" % (len(portal.devices), len(file_devices), args.devices) if args.devices \
+        else "%d (the seed devices)" % len(portal.devices)
     print("Fake Yeastar Partner Portal is running (pid %d). Nothing here costs money.\n"
           "  API base URL  : %s\n"
           "  CA file       : %s\n"
           "  Client ID     : %s\n"
           "  Client secret : %s\n"
-          "  Control plane : %s  (POST /_control/reset, /_control/fault, ...)\n"
+          "  Control plane : %s  (POST /_control/reset, /_control/fault, ...: see the README)\n"
+          "  Devices       : %s\n"
           "Paste into your shell:\n"
           "export YEASTAR_BASE_URL=%s\n"
           "export YEASTAR_CA_FILE=%s\n"
           "export YEASTAR_CLIENT_ID=%s\n"
           "export YEASTAR_CLIENT_SECRET=%s\n"
+          "export YEASTAR_CONTROL_URL=%s\n"
           "Stop with Ctrl-C or SIGTERM."
           % (os.getpid(), base_url, certs["ca.pem"], args.client_id, args.client_secret, info["control_url"],
-             q(base_url), q(certs["ca.pem"]), q(args.client_id), q(args.client_secret)), flush=True)
+             devices, q(base_url), q(certs["ca.pem"]), q(args.client_id), q(args.client_secret),
+             q(info["control_url"])), flush=True)
 
     owner_started = process_start_time(args.owner_pid) if args.owner_pid else None
-    while not stop.wait(0.5):
+    while not STOP.wait(0.5):
         # The owner is gone (or its PID now names another process): nobody will stop us.
         if owner_started is not None and process_start_time(args.owner_pid) != owner_started:
             break

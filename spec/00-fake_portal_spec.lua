@@ -369,6 +369,27 @@ describe("fake portal (checked with curl) #external", function()
       assert.are.equal("product_not_found", status_of("FLEET000006").code)
     end)
 
+    it("says why a device fails, with one code and the envelope's shape", function()
+      portal:fleet{ count = 3, fail_every = 3 }
+      local token = get_token().token
+      local function message(path, query)
+        local res = api("GET", path, { token = token, query = query })
+        assert.are.equal(404, res.status)
+        assert.truthy(res.body:find('^{"code": "product_not_found", "detailMessage": "[^"]*", '
+          .. '"requestId": "%x+", "result": null, "status": 404}$'), res.body)
+        return decode(res).detailMessage
+      end
+      local function status_of(no, product_id)
+        return message("/order/openapi/order/v1/check/existed_auto_renew",
+          "productNo=" .. no .. "&productId=" .. product_id)
+      end
+      assert.are.equal("device 3651E0999999 is not in this account", status_of("3651E0999999", 12))
+      assert.are.equal("product 3651E0529415 has productId 12, not 11", status_of("3651E0529415", 11))
+      assert.are.equal("device FLEET000003 was transferred to another partner account", status_of("FLEET000003", 12))
+      assert.are.equal("productId 99 is not a product of the price list",
+        message("/pricing/openapi/purchase/v1/purchase_product_info", "productId=99"))
+    end)
+
     it("counts concurrent requests in max_in_flight", function()
       portal:config{ latency_ms = 600 }
       local token = get_token().token

@@ -53,7 +53,7 @@ describe("workflows", function()
                     transactionNo = "IH3400814132429889537" }, order)
     end)
 
-    it("given planId and billingId, looks nothing up; partnerId is checked and sent", function()
+    it("given planId and billingId, looks up only the PO; partnerId is checked and sent", function()
       local c = helpers.client(portal)
       -- billingId as a Lua integer where there are integers; a double cannot hold it exactly,
       -- so elsewhere as the decimal string. The wire is the same.
@@ -62,16 +62,14 @@ describe("workflows", function()
         billingId = billing_id, partnerId = "customer1@example.com", poNumber = "PO-7" })
       assert.same({
         "POST /auth/openapi/v1/oauth/token",
+        -- once per PO: the 117 seed orders, newest first, 50 a page, none with PO-7
+        "GET /order/openapi/order/v1/page",
+        "GET /order/openapi/order/v1/page",
+        "GET /order/openapi/order/v1/page",
         "GET /user/openapi/user/v1/subordinate_user/customer1%40example.com",
         "POST " .. ORDER_PATH,
-      }, (function()
-        local out = {}
-        for _, r in ipairs(portal:requests()) do
-          out[#out + 1] = r.method .. " " .. r.path
-        end
-        return out
-      end)())
-      local body = portal:requests()[3].body
+      }, paths(portal))
+      local body = portal:requests()[6].body
       assert.truthy(body:find('"partnerId":"customer1@example.com","billingId":3197218168379846218,"poNumber":"PO-7"', 1, true))
     end)
 
@@ -142,14 +140,14 @@ describe("workflows", function()
       assert.equal(0, count(portal, ENABLE_PATH))
     end)
 
-    it("checks every device before any I/O", function()
+    it("bad options raise before any I/O (a malformed device fails alone: 16-safety_spec)", function()
       local c = helpers.client(portal)
-      assert.has_error(function()
-        c:ensure_auto_renewal({ { productNo = "A", productId = 12, planOrServiceId = 1 },
-                                { productNo = "B", productId = 12 } })
-      end, "enable_auto_renewal: parameter 'planOrServiceId' is required")
       assert.has_error(function() c:ensure_auto_renewal({}, { concurrency = 0 }) end,
-        "ensure_auto_renewal: option 'concurrency' must be a positive integer")
+        "ensure_auto_renewal: option 'concurrency' must be an integer from 1 to 256")
+      assert.has_error(function() c:ensure_auto_renewal({}, { concurrency = 257 }) end,
+        "ensure_auto_renewal: option 'concurrency' must be an integer from 1 to 256")
+      assert.has_error(function() c:ensure_auto_renewal("devices.csv") end,
+        "ensure_auto_renewal: devices must be a list (got string)")
       assert.equal(0, #portal:requests())
     end)
   end)
@@ -180,12 +178,12 @@ describe("workflows", function()
       assert.is_true(stats.max_in_flight <= 4 and stats.max_in_flight >= 2)
     end)
 
-    it("refuses an unknown endpoint and bad items before any I/O", function()
+    it("refuses an unknown endpoint and bad options before any I/O (bad items: 16-safety_spec)", function()
       local c = helpers.client(portal)
       assert.has_error(function() c:batch("nope", {}) end,
         "bad argument #1 to 'batch' (unknown endpoint 'nope')")
-      assert.has_error(function() c:batch("auto_renewal_status", { { productNo = "x" } }) end,
-        "auto_renewal_status: parameter 'productId' is required")
+      assert.has_error(function() c:batch("auto_renewal_status", { helpers.STATUS }, { concurrency = 0 }) end,
+        "batch: bad option 'concurrency' (concurrency: integer 1..256, on_result: function)")
       assert.equal(0, #portal:requests())
     end)
   end)

@@ -2,11 +2,25 @@
 -- portal and checks exit codes, stdout, stderr and what reached the portal.
 -- Owns only the examples; the module's own behaviour is pinned by the other specs.
 local helpers = require "spec.helpers"
+local partner = require "yeastar.partner"
 local q = helpers.shell_quote
 
 -- The runtime under test; each example puts build/<runtime>/ first on its cpath itself.
 local LUA = helpers.LUA
-local ENV_NAMES = { "YEASTAR_BASE_URL", "YEASTAR_CA_FILE", "YEASTAR_CLIENT_ID", "YEASTAR_CLIENT_SECRET" }
+-- Unset for every run, so nothing of whoever runs busted leaks in: every variable that
+-- partner.from_env reads, and the proxy variables libcurl reads.
+local ENV_NAMES = { "https_proxy", "HTTPS_PROXY", "http_proxy", "all_proxy", "ALL_PROXY",
+                    "no_proxy", "NO_PROXY" }
+for _, v in ipairs(partner.env_variables) do ENV_NAMES[#ENV_NAMES + 1] = v.name end
+local REQUIRED = { "YEASTAR_CLIENT_ID", "YEASTAR_CLIENT_SECRET", "YEASTAR_BASE_URL" }
+local SCRIPTS = { "renew_remote_management.lua", "ensure_auto_renewal.lua", "renewal_info.lua", "demo.lua" }
+-- What each script's --help must list besides the environment: its options and arguments.
+local HELP_ITEMS = {
+  ["renew_remote_management.lua"] = { "--commit", "--po NUMBER", "--billing-id ID", "--help" },
+  ["ensure_auto_renewal.lua"] = { "--dry-run", "--concurrency N", "devices.csv", "--help" },
+  ["renewal_info.lua"] = { "pricingServiceId", "productNo", "productId", "--help" },
+  ["demo.lua"] = { "--help" },
+}
 local SECRET = "examples-spec-secret-7c1e94b2"
 
 -- Seed 002's request body, compacted: what the client sends (and the dry run prints).
@@ -97,10 +111,20 @@ describe("examples #external", function()
     return false
   end
 
+  -- The one notice every example writes first on stderr: which portal it talks to.
+  local function assert_notice(script, r, base_url)
+    local first = r.stderr:match("^[^\n]*")
+    local prefix = script:gsub("%.lua$", "") .. ": talking to " .. (base_url or portal.base_url) .. " ("
+    assert.are.equal(prefix, first:sub(1, #prefix), r.stderr)
+    local _, notices = r.stderr:gsub(": talking to ", "")
+    assert.are.equal(1, notices, r.stderr)
+  end
+
   describe("renew_remote_management.lua", function()
     it("dry run by default: prints seed 002's exact body and orders nothing", function()
       local r = run("renew_remote_management.lua")
       assert.are.equal(0, r.code, r.stderr)
+      assert_notice("renew_remote_management.lua", r)
       assert.is_true(has_line(r.stdout, SEED_002_BODY), r.stdout)
       assert.is_true(has_line(r.stdout, "POST " .. SAVE_PATH), r.stdout)
       assert.matches("Dry run: nothing was ordered", r.stdout, 1, true)
@@ -170,6 +194,7 @@ describe("examples #external", function()
       assert.matches("enabled%s+4\n", r.stdout)
       assert.matches("would_enable%s+0\n", r.stdout)
       assert.matches("failed%s+1\n", r.stdout)
+      assert_notice("ensure_auto_renewal.lua", r)
       assert.matches("Failed devices (1):\n  3651E0999999 (product 12): "
         .. "yeastar.partner: auto_renewal_status: api error product_not_found", r.stdout, 1, true)
       -- Progress on stderr, one plain line per device when stderr is not a terminal.
@@ -238,7 +263,9 @@ describe("examples #external", function()
       assert.matches("pricingServiceId%s+27946\n", r.stdout)
       assert.matches("billing cycles%s+annually\n", r.stdout)
       assert.matches("billing models%s+recurring\n", r.stdout)
-      assert.are.equal("", r.stderr)
+      -- Nothing on stderr but the notice naming the portal.
+      assert_notice("renewal_info.lua", r)
+      assert.are.equal(portal.base_url, r.stderr:match("^renewal_info: talking to (%S+) %([^\n]*%)\n$"), r.stderr)
     end)
 
     it("an unknown service: the portal's error on stderr, exit 1", function()
@@ -260,6 +287,7 @@ describe("examples #external", function()
     it("tells the whole story and exits 0", function()
       local r = run("demo.lua")
       assert.are.equal(0, r.code, r.stderr)
+      assert_notice("demo.lua", r)
       assert.matches("3651E0529415 (product 12): auto-renewal is ON", r.stdout, 1, true)
       assert.matches("Summary: 7 devices: 2 already on, 4 enabled now, 1 failed.", r.stdout, 1, true)
       assert.matches("Ordered: orderNo MK3400814131142238208, status succeed", r.stdout, 1, true)
@@ -274,21 +302,77 @@ describe("examples #external", function()
     it("refuses a portal that is not on this machine, before connecting", function()
       local r = run("demo.lua", {}, { env = { YEASTAR_BASE_URL = "https://192.0.2.1" } })
       assert.are.equal(2, r.code)
+      assert_notice("demo.lua", r, "https://192.0.2.1")
       assert.matches("only talks to a portal on this machine", r.stderr, 1, true)
+      assert.are.equal("", r.stdout)
+    end)
+
+    it("takes no arguments: an unknown one is a usage error, nothing sent", function()
+      local r = run("demo.lua", { "--fast" })
+      assert.are.equal(2, r.code)
+      assert.matches("unknown argument '--fast'", r.stderr, 1, true)
+      assert.are.equal(0, #portal:requests())
     end)
   end)
 
-  describe("the environment", function()
-    for _, script in ipairs { "renew_remote_management.lua", "ensure_auto_renewal.lua",
-                              "renewal_info.lua", "demo.lua" } do
+  describe("the environment (partner.from_env)", function()
+    for _, script in ipairs(SCRIPTS) do
+      local args = script == "ensure_auto_renewal.lua" and { "examples/devices.csv" } or {}
+
       it(script .. ": a missing variable is named, exit 2, nothing sent", function()
-        local args = script == "ensure_auto_renewal.lua" and { "examples/devices.csv" } or {}
         local r = run(script, args, { unset = { "YEASTAR_CLIENT_SECRET" } })
         assert.are.equal(2, r.code)
-        assert.matches("missing environment variable YEASTAR_CLIENT_SECRET", r.stderr, 1, true)
+        assert.matches("missing environment variable YEASTAR_CLIENT_SECRET (", r.stderr, 1, true)
         assert.are.equal("", r.stdout)
         assert.are.equal(0, #portal:requests())
       end)
+
+      it(script .. ": every missing variable in one message; an empty one counts as missing", function()
+        local r = run(script, args, { unset = { "YEASTAR_CLIENT_ID", "YEASTAR_BASE_URL" },
+                                      env = { YEASTAR_CLIENT_SECRET = "" } })
+        assert.are.equal(2, r.code)
+        local name = script:gsub("%.lua$", "")
+        assert.matches(name .. ": from_env: missing environment variables " .. table.concat(REQUIRED, ", ")
+          .. " (YEASTAR_BASE_URL is https://openapi.partner.yeastar.com for the live portal", r.stderr, 1, true)
+        local _, n = r.stderr:gsub("missing environment", "")
+        assert.are.equal(1, n, r.stderr)
+        assert.is_nil(r.stderr:find("talking to", 1, true))
+        assert.are.equal("", r.stdout)
+        assert.are.equal(0, #portal:requests())
+      end)
+
+      it(script .. ": a bad variable is named, exit 2, nothing sent", function()
+        local r = run(script, args, { env = { YEASTAR_MAX_RETRIES = "lots" } })
+        assert.are.equal(2, r.code)
+        assert.matches("from_env: YEASTAR_MAX_RETRIES must be a whole number such as 2, got 'lots'", r.stderr, 1, true)
+        assert.are.equal(0, #portal:requests())
+      end)
+
+      it(script .. ": --help lists its options and every variable, exit 0, no environment needed", function()
+        local unset = {}
+        for _, v in ipairs(partner.env_variables) do unset[#unset + 1] = v.name end
+        local r = run(script, { "--help" }, { unset = unset })
+        assert.are.equal(0, r.code, r.stderr)
+        assert.are.equal("", r.stderr)
+        assert.matches("^usage: ", r.stdout)
+        for _, item in ipairs(HELP_ITEMS[script]) do assert.matches(item, r.stdout, 1, true) end
+        for _, v in ipairs(partner.env_variables) do
+          assert.matches("\n  " .. v.name .. " +" .. v.about:gsub("%p", "%%%0") .. "\n", r.stdout)
+        end
+        assert.matches("Exit status: 0", r.stdout, 1, true)
+        assert.are.same(r, run(script, { "-h" }, { unset = unset }))
+        assert.are.equal(0, #portal:requests())
+      end)
     end
+
+    it("the optional variables reach the client: a dead YEASTAR_PROXY fails the call, naming the proxy", function()
+      local r = run("renewal_info.lua", {}, {
+        env = { YEASTAR_PROXY = "http://127.0.0.1:" .. helpers.free_port(), YEASTAR_MAX_RETRIES = "0" } })
+      assert.are.equal(1, r.code)
+      assert_notice("renewal_info.lua", r)
+      assert.matches("network error connect_failed", r.stderr, 1, true)
+      assert.matches("cannot reach the proxy", r.stderr, 1, true)
+      assert.are.equal(0, #portal:requests())
+    end)
   end)
 end)

@@ -272,6 +272,8 @@ static int client_driver_info(lua_State *L) {
   lua_setfield(L, -2, "pool_size");
   lua_pushboolean(L, c->ca_file != NULL);
   lua_setfield(L, -2, "ca_file");
+  lua_pushboolean(L, yp_transport_proxy(c->transport) != NULL);
+  lua_setfield(L, -2, "proxy");
   lua_pushnumber(L, c->deadline);
   lua_setfield(L, -2, "deadline");
   if (yp_has_logger(c)) {

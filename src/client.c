@@ -145,7 +145,7 @@ static const struct option {
     {"max_response_size", LUA_TNUMBER}, {"max_depth", LUA_TNUMBER},
     {"logger", LUA_TFUNCTION},         {"token_store", LUA_TTABLE},
     {"transport", LUA_TSTRING},        {"pool_size", LUA_TNUMBER},
-    {NULL, 0}};
+    {"proxy", LUA_TSTRING},            {NULL, 0}};
 
 static void check_option_names(lua_State *L) {
   for (lua_pushnil(L); lua_next(L, 1); lua_pop(L, 1)) {
@@ -221,6 +221,21 @@ static void check_base_url(lua_State *L, const char *url, int allow_http) {
   }
 }
 
+/* An http:// or https:// proxy URL: scheme, optional user:password@, host, optional port. Its
+ * text is never in a message (it may hold a password). */
+static void check_proxy(lua_State *L, const char *url) {
+  if (!url) return;
+  int https = strncmp(url, "https://", 8) == 0;
+  const char *host = url + (https ? 8 : 7);
+  if (!https && strncmp(url, "http://", 7) != 0)
+    luaL_error(L, "new: option 'proxy' must start with http:// or https:// (an HTTP proxy, "
+                  "e.g. http://proxy.example:3128)");
+  const char *at = strrchr(host, '@');
+  if (at) host = at + 1;
+  if (!*host || *host == ':' || *host == '/' || strpbrk(host, " \t?#"))
+    luaL_error(L, "new: option 'proxy' must be a proxy URL such as http://proxy.example:3128");
+}
+
 static void check_ca_file(lua_State *L, const char *path) {
   FILE *f = path ? fopen(path, "r") : NULL;
   if (path && !f) luaL_error(L, "new: option 'ca_file' cannot be read: %s", strerror(errno));
@@ -246,6 +261,8 @@ int yp_client_new(lua_State *L) {
   c->client_secret = yp_dup_or_raise(L, opt_string(L, "client_secret", NULL, 1));
   c->ca_file = yp_dup_or_raise(L, opt_string(L, "ca_file", NULL, 0));
   check_ca_file(L, c->ca_file);
+  const char *proxy = opt_string(L, "proxy", NULL, 0); /* anchored in the options table */
+  check_proxy(L, proxy);
   c->base_url = yp_dup_or_raise(L, base_url);
   size_t n = strlen(c->base_url);
   while (n > 0 && c->base_url[n - 1] == '/') c->base_url[--n] = '\0';
@@ -272,6 +289,9 @@ int yp_client_new(lua_State *L) {
   if (c->driver == 2 && c->ca_file)
     luaL_error(L, "new: option 'ca_file' does not apply to the cosocket driver: nginx trusts "
                   "the CAs of its lua_ssl_trusted_certificate directive");
+  if (c->driver == 2 && proxy)
+    luaL_error(L, "new: option 'proxy' does not apply to the cosocket driver: nginx's cosockets "
+                  "connect to the portal directly");
 
   lua_getfield(L, 1, "token_store");
   if (lua_istable(L, -1)) {
@@ -289,7 +309,7 @@ int yp_client_new(lua_State *L) {
   c->rng = (uint64_t)(uintptr_t)c ^ (uint64_t)(yp_now_wall() * 1e6) ^ 0x9E3779B97F4A7C15ull;
 
   yp_transport_config tc = {c->ca_file, c->allow_http, (long)(c->connect_timeout * 1000),
-                            c->low_speed_limit, c->low_speed_time, (size_t)c->max_response};
+                            c->low_speed_limit, c->low_speed_time, (size_t)c->max_response, proxy};
   char err[128];
   if (!(c->transport = yp_transport_new(&tc, err, sizeof err))) luaL_error(L, "new: %s", err);
   return 1;
@@ -397,13 +417,120 @@ static int batch_options(lua_State *L, int opts, int *has_callback) {
   return concurrency;
 }
 
+/* Pushes the error of bulk item `index` (1-based) that fails the checks a single call would
+ * raise for (`why`, that raise's message; ignored when the item is not a table): kind invalid,
+ * its index as a field and, in the message, its productNo when it has one, so that one bad CSV
+ * row can be found and fixed while the rest of the list proceeds. */
+static void push_invalid_item(lua_State *L, const yp_endpoint *ep, int index, int item,
+                              const char *why) {
+  int top = lua_gettop(L);
+  item = yp_absindex(L, item);
+  if (!lua_istable(L, item)) {
+    why = lua_pushfstring(L, "%s: the item must be a table (got %s)", ep->name,
+                          luaL_typename(L, item));
+  } else if (!why) {
+    why = "the item's check raised an error object that is not a string";
+  }
+  lua_pushfstring(L, "item %d", index);
+  if (lua_istable(L, item)) {
+    lua_pushliteral(L, "productNo");
+    lua_rawget(L, item); /* raw: no metamethod of the caller runs again */
+    if (lua_type(L, -1) == LUA_TSTRING) {
+      size_t n;
+      const char *no = lua_tolstring(L, -1, &n);
+      lua_pushliteral(L, " (productNo ");
+      lua_pushlstring(L, no, n > 40 ? 40 : n); /* the reason must fit in the message too */
+      lua_pushstring(L, n > 40 ? "...)" : ")");
+      lua_concat(L, 3);
+      lua_remove(L, -2); /* the productNo itself */
+      lua_concat(L, 2);
+    } else {
+      lua_pop(L, 1);
+    }
+  }
+  lua_pushfstring(L, "%s: %s", lua_tostring(L, -1), why);
+  yp_error e = {YP_KIND_INVALID, "invalid_parameters", lua_tostring(L, -1), 0, NULL, 0, ep->name,
+                NULL};
+  yp_push_error(L, &e);
+  lua_pushinteger(L, index);
+  lua_setfield(L, -2, "index");
+  lua_replace(L, top + 1);
+  lua_settop(L, top + 1);
+}
+
+/* client:_invalid_item(name, index, item, why) -> err: that error, for the Lua-side bulk jobs
+ * (ensure_auto_renewal, the cosocket driver's batch), so every driver words it the same. */
+static int client_invalid_item(lua_State *L) {
+  check_client(L, 1);
+  const yp_endpoint *ep = check_endpoint(L, 2);
+  int index = (int)luaL_checkinteger(L, 3);
+  lua_settop(L, 5);
+  push_invalid_item(L, ep, index, 4, lua_tostring(L, 5));
+  return 1;
+}
+
+/* Builds one item's request under lua_pcall, so that a bad item fails alone. Arguments: the
+ * endpoint, the base URL, the item (a table), the yp_request to fill; returns url and body. */
+static int build_item(lua_State *L) {
+  const yp_endpoint *ep = (const yp_endpoint *)lua_touserdata(L, 1);
+  yp_request *req = (yp_request *)lua_touserdata(L, 4);
+  yp_build_request(L, lua_tostring(L, 2), ep, 3, req);
+  return 2;
+}
+
+/* on_result as the driver calls it when the list had invalid items: the driver ran only the valid
+ * ones, so its index j becomes the caller's, the result is filed there, and the caller's
+ * on_result (if any) sees the caller's index. Upvalues: j -> index, the results, on_result. */
+static int batch_relay(lua_State *L) {
+  lua_settop(L, 3);
+  lua_rawgeti(L, lua_upvalueindex(1), (int)lua_tointeger(L, 1)); /* 4 */
+  int index = (int)lua_tointeger(L, 4), ok = lua_isnil(L, 3);
+  lua_createtable(L, 0, 1);
+  lua_pushvalue(L, ok ? 2 : 3);
+  lua_setfield(L, -2, ok ? "result" : "err");
+  lua_rawseti(L, lua_upvalueindex(2), index);
+  if (lua_isnil(L, lua_upvalueindex(3))) return 0;
+  lua_pushvalue(L, lua_upvalueindex(3));
+  lua_pushinteger(L, index);
+  lua_pushvalue(L, 2);
+  lua_pushvalue(L, 3);
+  lua_call(L, 3, 0);
+  return 0;
+}
+
 static int batch_io(lua_State *L, yp_client *c, void *state) {
-  return yp_curl_batch(L, c, (yp_batch *)state);
+  if (lua_gettop(L) == BATCH_RESULTS) return yp_curl_batch(L, c, (yp_batch *)state);
+  /* 4: the results, 5: the invalid items' errors, 6: the caller's on_result or nil. Invalid
+   * items end first, unsent; a close() from their on_result fails the rest as `closed`. */
+  int n = (int)yp_rawlen(L, 5);
+  for (int e = 1; e <= n; e++) {
+    lua_rawgeti(L, 5, e);
+    lua_getfield(L, -1, "index");
+    int index = (int)lua_tointeger(L, -1);
+    lua_pop(L, 1);
+    lua_createtable(L, 0, 1);
+    lua_pushvalue(L, -2);
+    lua_setfield(L, -2, "err");
+    lua_rawseti(L, 4, index);
+    if (!lua_isnil(L, 6)) {
+      lua_pushvalue(L, 6);
+      lua_pushinteger(L, index);
+      lua_pushnil(L);
+      lua_pushvalue(L, -4);
+      lua_call(L, 3, 0);
+    }
+    lua_pop(L, 1);
+  }
+  yp_curl_batch(L, c, (yp_batch *)state);
+  lua_pushvalue(L, 4);
+  return 1;
 }
 
 /* client:batch(name, list, {concurrency=, on_result=}) -> {{result=}|{err=}, ...} in list
  * order, at most `concurrency` requests in flight. Every item is checked before anything is
- * sent; each item gets the retry policy and deadline of a single call. */
+ * sent: one that a single call would raise for becomes its own {err=} of kind `invalid` and the
+ * others run (bulk data must not stop a fleet); bad options or endpoint names still raise. Each
+ * item gets the retry policy and deadline of a single call. */
 static int client_batch(lua_State *L) {
   yp_client *c = check_open(L, 1);
   const yp_endpoint *ep = check_endpoint(L, 2);
@@ -411,28 +538,64 @@ static int client_batch(lua_State *L) {
   yp_batch b;
   b.concurrency = batch_options(L, 4, &b.has_callback);
   lua_settop(L, 4);
-  const char *base_url = push_base_url(L, c); /* 5 */
-  b.n = (int)yp_rawlen(L, 3);
-  b.calls = (yp_call *)yp_newuserdata(L, (size_t)(b.n ? b.n : 1) * sizeof *b.calls); /* 6 */
-  b.waiting = (int *)yp_newuserdata(L, (size_t)(b.n ? b.n : 1) * sizeof *b.waiting); /* 7 */
-  lua_createtable(L, 2 * b.n, 0); /* 8: anchors every request's strings */
-  for (int i = 0; i < b.n; i++) {
-    lua_rawgeti(L, 3, i + 1);
-    if (!lua_istable(L, -1))
-      luaL_error(L, "batch: item %d must be a table (got %s)", i + 1, luaL_typename(L, -1));
+  push_base_url(L, c); /* 5 */
+  int n = (int)yp_rawlen(L, 3), invalid = 0;
+  b.n = 0; /* counts the valid items, which alone go to the driver */
+  b.calls = (yp_call *)yp_newuserdata(L, (size_t)(n ? n : 1) * sizeof *b.calls); /* 6 */
+  b.waiting = (int *)yp_newuserdata(L, (size_t)(n ? n : 1) * sizeof *b.waiting); /* 7 */
+  lua_createtable(L, 2 * n, 0); /* 8: anchors every request's strings */
+  lua_createtable(L, n, 0);     /* 9: each valid call's index in the list */
+  lua_newtable(L);              /* 10: the invalid items' errors */
+  for (int i = 1; i <= n; i++) {
+    lua_rawgeti(L, 3, i); /* 11 */
     yp_call k = {ep, {NULL, NULL, NULL, 0}, NULL, 0, 0, 0, 0, 0, 0};
-    yp_build_request(L, base_url, ep, -1, &k.req);
-    if (k.req.body) k.content_type = "Content-Type: application/json";
-    b.calls[i] = k;
-    lua_rawseti(L, 8, 2 * i + 2);
-    lua_rawseti(L, 8, 2 * i + 1);
-    lua_pop(L, 1);
+    if (lua_istable(L, 11)) {
+      lua_pushcfunction(L, build_item);
+      lua_pushlightuserdata(L, (void *)(uintptr_t)ep);
+      lua_pushvalue(L, 5);
+      lua_pushvalue(L, 11);
+      lua_pushlightuserdata(L, &k.req);
+      int status = lua_pcall(L, 4, 2, 0); /* may run the caller's metamethods */
+      if (status == YP_LUA_OK) {
+        if (k.req.body) k.content_type = "Content-Type: application/json";
+        b.calls[b.n++] = k;
+        lua_rawseti(L, 8, 2 * b.n);
+        lua_rawseti(L, 8, 2 * b.n - 1);
+        lua_pushinteger(L, i);
+        lua_rawseti(L, 9, b.n);
+        lua_pop(L, 1);
+        continue;
+      }
+      if (status != LUA_ERRRUN) lua_error(L); /* out of memory is no item's fault */
+    } else {
+      lua_pushnil(L);
+    }
+    push_invalid_item(L, ep, i, 11, lua_tostring(L, 12));
+    lua_rawseti(L, 10, ++invalid);
+    lua_settop(L, 10);
   }
   check_open(L, 1); /* a metamethod of an item may have closed it */
   if (b.concurrency > b.n) b.concurrency = b.n ? b.n : 1;
-  lua_pushvalue(L, 4);            /* BATCH_OPTS */
-  lua_createtable(L, b.n, 0);     /* BATCH_RESULTS */
-  return guarded(L, c, batch_io, &b, 2);
+  if (!invalid) {
+    lua_pushvalue(L, 4);        /* BATCH_OPTS */
+    lua_createtable(L, n, 0);   /* BATCH_RESULTS */
+    return guarded(L, c, batch_io, &b, 2);
+  }
+  lua_createtable(L, n, 0); /* 11: the results, in the caller's order */
+  if (b.has_callback) lua_getfield(L, 4, "on_result"); /* 12 */
+  else lua_pushnil(L);
+  lua_createtable(L, 0, 1); /* BATCH_OPTS: every valid item's result goes through the relay */
+  lua_pushvalue(L, 9);
+  lua_pushvalue(L, 11);
+  lua_pushvalue(L, 12);
+  lua_pushcclosure(L, batch_relay, 3);
+  lua_setfield(L, -2, "on_result");
+  b.has_callback = 1;
+  lua_createtable(L, b.n, 0); /* BATCH_RESULTS, the driver's own; the relay fills 11 */
+  lua_pushvalue(L, 11);
+  lua_pushvalue(L, 10);
+  lua_pushvalue(L, 12);
+  return guarded(L, c, batch_io, &b, 5);
 }
 
 /* ---- registration ----------------------------------------------------------------------- */
@@ -446,6 +609,7 @@ void yp_client_register(lua_State *L) {
                                      {"is_closed", client_is_closed},
                                      {"prepare", client_prepare},
                                      {"batch", client_batch},
+                                     {"_invalid_item", client_invalid_item},
                                      {NULL, NULL}};
   luaL_newmetatable(L, YP_CLIENT_MT);
   yp_setfuncs(L, meta);

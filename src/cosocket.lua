@@ -35,6 +35,10 @@ local function cosocket_info(self, fname)
     error(("%s: option 'ca_file' does not apply under nginx's cosockets: nginx trusts the CAs "
       .. "of lua_ssl_trusted_certificate (or pass transport = \"curl\")"):format(fname), 3)
   end
+  if info.proxy then
+    error(("%s: option 'proxy' does not apply under nginx's cosockets (or pass transport = \"curl\")")
+      :format(fname), 3)
+  end
   return info
 end
 
@@ -291,18 +295,35 @@ function methods.batch(self, name, list, opts)
         :format(type(k) == "string" and k or "?", MAX_CONCURRENCY), 2)
     end
   end
-  local calls, n = {}, #list
+  -- Every item is checked before anything is sent. One that a single call would raise for
+  -- fails alone, unsent, with kind `invalid` (worded by client.c, as under libcurl).
+  local calls, valid, invalid, n = {}, {}, {}, #list
   for i = 1, n do
-    if type(list[i]) ~= "table" then
-      error(("batch: item %d must be a table (got %s)"):format(i, type(list[i])), 2)
+    local item, ok, call = list[i], false, nil
+    if type(item) == "table" then ok, call = pcall(self._call, self, name, item) end
+    if ok then
+      calls[i], valid[#valid + 1] = call, i
+    elseif self:is_closed() then -- an item's metamethod closed it: raise, as client.c does
+      error("yeastar.partner: the client is closed", 2)
+    else
+      invalid[#invalid + 1] = self:_invalid_item(name, i, item, call)
     end
-    calls[i] = self:_call(name, list[i]) -- every item checked before anything is sent
+  end
+  local function finish_all()
+    for _, k in pairs(calls) do k:finish() end -- nothing stays in flight
   end
   local results, next_item = {}, 1
+  for _, err in ipairs(invalid) do -- they end first, as under libcurl
+    results[err.index] = { err = err }
+    if on_result then
+      local ok, oerr = pcall(on_result, err.index, nil, err)
+      if not ok then finish_all(); error(oerr, 0) end
+    end
+  end
   local function worker()
-    while next_item <= n do
-      local i = next_item
-      next_item = i + 1
+    while next_item <= #valid do
+      local i = valid[next_item]
+      next_item = next_item + 1
       local ok, value = drive(self, info, calls[i])
       results[i] = ok and { result = value } or { err = value }
       if on_result then
@@ -311,7 +332,7 @@ function methods.batch(self, name, list, opts)
     end
   end
   local threads = {}
-  for t = 1, math.min(concurrency, n) do threads[t] = ngx.thread.spawn(worker) end
+  for t = 1, math.min(concurrency, #valid) do threads[t] = ngx.thread.spawn(worker) end
   local failure
   for t = 1, #threads do
     local ok, err = ngx.thread.wait(threads[t])
@@ -321,7 +342,7 @@ function methods.batch(self, name, list, opts)
     end
   end
   if failure then
-    for i = 1, n do calls[i]:finish() end -- nothing stays in flight
+    finish_all()
     error(failure, 0)
   end
   return results

@@ -17,6 +17,7 @@
 #define YP_KIND_DECODE "decode"       /* the body is not JSON or not the envelope */
 #define YP_KIND_AMBIGUOUS "ambiguous" /* a money-moving POST may or may not have been applied */
 #define YP_KIND_CLOSED "closed"       /* the client was closed before the call could start */
+#define YP_KIND_INVALID "invalid"     /* a bulk item that a single call would have raised for */
 
 /* Bounds on server-controlled text, in bytes, "..." included. */
 #define YP_MESSAGE_MAX 300

@@ -10,18 +10,49 @@
 #include "json.h"
 #include "token_store.h"
 #include "version.h"
+#include "config_lua.h"
 #include "cosocket_lua.h"
 #include "workflows_lua.h"
 
-/* partner.endpoints[name] = {index=, method=, path=, paged=, replay_safe=, params={...}}, for tools,
- * docs and the workflows; the C table stays the only source. */
-static void push_catalogue(lua_State *L) {
+/* A list of parameter descriptors, {name=, place=, type=, required=, from=, fields=}, where
+ * `from` names the call that yields the value and `fields` describes a nested object's members. */
+static void push_fields(lua_State *L, const char *endpoint, const yp_field *fields) {
   static const char *places[] = {"member", "path", "query", "body"};
   static const char *types[] = {"?", "string", "integer", "boolean", "object", "list"};
+  int n = 0;
+  luaL_checkstack(L, 4, "yeastar.partner"); /* nested lists recurse */
+  lua_newtable(L);
+  for (const yp_field *f = fields; f->name; f++) {
+    const char *from = yp_param_source(endpoint, f->name);
+    lua_createtable(L, 0, 6);
+    lua_pushstring(L, f->name);
+    lua_setfield(L, -2, "name");
+    lua_pushstring(L, places[f->place]);
+    lua_setfield(L, -2, "place");
+    lua_pushstring(L, types[f->type]);
+    lua_setfield(L, -2, "type");
+    lua_pushboolean(L, f->required);
+    lua_setfield(L, -2, "required");
+    if (from) {
+      lua_pushstring(L, from);
+      lua_setfield(L, -2, "from");
+    }
+    if (f->fields) {
+      push_fields(L, endpoint, f->fields);
+      lua_setfield(L, -2, "fields");
+    }
+    lua_rawseti(L, -2, ++n);
+  }
+}
+
+/* partner.endpoints[name] = {index=, method=, path=, paged=, replay_safe=, token=, modelled=,
+ * title=, returns=, example=, params={...}}, for tools, docs and the workflows; the C table stays
+ * the only source. */
+static void push_catalogue(lua_State *L) {
   lua_createtable(L, 0, (int)yp_endpoint_count);
   for (size_t i = 0; i < yp_endpoint_count; i++) {
     const yp_endpoint *ep = &yp_endpoints[i];
-    lua_createtable(L, 0, 6);
+    lua_createtable(L, 0, 11);
     lua_pushinteger(L, (lua_Integer)i + 1); /* the table's order: the guide's order */
     lua_setfield(L, -2, "index");
     lua_pushstring(L, ep->method);
@@ -32,20 +63,17 @@ static void push_catalogue(lua_State *L) {
     lua_setfield(L, -2, "paged");
     lua_pushboolean(L, (ep->flags & YP_REPLAY_SAFE) != 0);
     lua_setfield(L, -2, "replay_safe");
-    lua_newtable(L);
-    int n = 0;
-    for (const yp_field *f = ep->params; f->name; f++) {
-      lua_createtable(L, 0, 4);
-      lua_pushstring(L, f->name);
-      lua_setfield(L, -2, "name");
-      lua_pushstring(L, places[f->place]);
-      lua_setfield(L, -2, "place");
-      lua_pushstring(L, types[f->type]);
-      lua_setfield(L, -2, "type");
-      lua_pushboolean(L, f->required);
-      lua_setfield(L, -2, "required");
-      lua_rawseti(L, -2, ++n);
-    }
+    lua_pushboolean(L, (ep->flags & YP_TOKEN) != 0);
+    lua_setfield(L, -2, "token");
+    lua_pushboolean(L, (ep->flags & YP_MODELLED) != 0);
+    lua_setfield(L, -2, "modelled");
+    lua_pushstring(L, ep->title);
+    lua_setfield(L, -2, "title");
+    lua_pushstring(L, ep->returns);
+    lua_setfield(L, -2, "returns");
+    lua_pushstring(L, ep->example);
+    lua_setfield(L, -2, "example");
+    push_fields(L, ep->name, ep->params);
     lua_setfield(L, -2, "params");
     lua_setfield(L, -2, ep->name);
   }
@@ -110,5 +138,10 @@ int luaopen_yeastar_partner(lua_State *L) {
   lua_pushvalue(L, -2);
   lua_pushvalue(L, -4);
   lua_call(L, 2, 0);
+  /* partner.from_env and partner.env_variables. */
+  if (luaL_loadbuffer(L, yp_config_lua, sizeof yp_config_lua, "=yeastar/partner/config.lua"))
+    return lua_error(L);
+  lua_pushvalue(L, -2); /* module */
+  lua_call(L, 1, 0);
   return 1;
 }

@@ -46,13 +46,18 @@ typedef struct yp_transport_config {
   long low_speed_limit;     /* bytes per second ... */
   long low_speed_time;      /* ... sustained for this many seconds, else a timeout */
   size_t max_response;      /* bytes */
+  const char *proxy;        /* http:// or https:// proxy URL, for every request whatever NO_PROXY
+                             * says; NULL: libcurl's own HTTPS_PROXY/ALL_PROXY/NO_PROXY rules */
 } yp_transport_config;
 
 typedef struct yp_transport yp_transport;
 
-/* NULL on failure, with a reason in err. The config's strings must outlive the transport. */
+/* NULL on failure, with a reason in err. The config's strings must outlive the transport, except
+ * proxy, which it copies (and wipes when freed: a proxy URL may hold user:password@). */
 yp_transport *yp_transport_new(const yp_transport_config *config, char *err, size_t errlen);
 void yp_transport_free(yp_transport *t);
+/* The proxy option in force, or NULL (libcurl may still use one from the environment). */
+const char *yp_transport_proxy(const yp_transport *t);
 
 /* Slots are reserved like a stack: every call (a single call, a batch, a token exchange) takes
  * its own range above the current mark and gives it back with release_to(mark) when it ends,

@@ -2,6 +2,8 @@
  * connection pool, so sequential calls and concurrent batches reuse connections and TLS sessions. */
 #include <curl/curl.h>
 #include <errno.h>
+#include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -93,6 +95,13 @@ static CURL *new_easy(yp_transport *t, slot *s) {
   curl_easy_setopt(e, CURLOPT_LOW_SPEED_TIME, c->low_speed_time);
   curl_easy_setopt(e, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)c->max_response);
   curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
+  if (c->proxy) {
+    /* The option is explicit: every request goes through it, NO_PROXY notwithstanding (an empty
+     * no-proxy list makes libcurl ignore the variable), and always as a CONNECT tunnel. */
+    curl_easy_setopt(e, CURLOPT_PROXY, c->proxy);
+    curl_easy_setopt(e, CURLOPT_NOPROXY, "");
+    curl_easy_setopt(e, CURLOPT_HTTPPROXYTUNNEL, 1L);
+  }
   return e;
 }
 
@@ -105,7 +114,17 @@ yp_transport *yp_transport_new(const yp_transport_config *config, char *err, siz
     return NULL;
   }
   t->config = *config;
+  if (config->proxy && !(t->config.proxy = strdup(config->proxy))) {
+    snprintf(err, errlen, "out of memory");
+    curl_multi_cleanup(t->multi);
+    free(t);
+    return NULL;
+  }
   return t;
+}
+
+const char *yp_transport_proxy(const yp_transport *t) {
+  return t->config.proxy;
 }
 
 void yp_transport_free(yp_transport *t) {
@@ -122,6 +141,11 @@ void yp_transport_free(yp_transport *t) {
   }
   free(t->slots);
   curl_multi_cleanup(t->multi);
+  if (t->config.proxy) {
+    volatile char *p = (volatile char *)(uintptr_t)t->config.proxy; /* may hold a password */
+    while (*p) *p++ = '\0';
+    free((void *)(uintptr_t)t->config.proxy);
+  }
   free(t);
 }
 
@@ -204,22 +228,48 @@ int yp_transport_submit(yp_transport *t, int index, const yp_http_request *req) 
   return 1;
 }
 
+/* The proxy variable libcurl reads for a URL when no proxy option is set, if one is set. */
+static const char *env_proxy_name(const char *url) {
+  static const char *https[] = {"https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY", NULL};
+  static const char *http[] = {"http_proxy", "all_proxy", "ALL_PROXY", NULL};
+  for (const char **v = url && strncmp(url, "https:", 6) == 0 ? https : http; *v; v++) {
+    const char *value = getenv(*v);
+    if (value && *value) return *v;
+  }
+  return NULL;
+}
+
 /* Maps libcurl's result to ours, and decides whether a request byte may have left. The rule is
  * the send boundary, not the error's name: once the connection (and TLS) were up, any failure may
- * come after the server read the request, so it counts as maybe sent. */
+ * come after the server read the request, so it counts as maybe sent.
+ * Through a proxy the boundary is the tunnel: REQUEST_SIZE then counts the CONNECT request too,
+ * and a failure before the tunnel (and TLS inside it) was up never reached the portal. Those
+ * failures say "proxy", so that the proxy, not the portal, gets looked at. */
 static void classify(slot *s, CURLcode code) {
   yp_http_response *r = &s->resp;
-  curl_off_t pretransfer = 0;
-  long request_size = 0;
+  const char *proxy = s->owner->config.proxy;
+  curl_off_t pretransfer = 0, appconnect = 0;
+  long request_size = 0, connect_code = 0;
   curl_easy_getinfo(s->easy, CURLINFO_PRETRANSFER_TIME_T, &pretransfer);
+  curl_easy_getinfo(s->easy, CURLINFO_APPCONNECT_TIME_T, &appconnect);
   curl_easy_getinfo(s->easy, CURLINFO_REQUEST_SIZE, &request_size);
-  int started = pretransfer > 0 || request_size > 0;
+  curl_easy_getinfo(s->easy, CURLINFO_HTTP_CONNECTCODE, &connect_code);
+  int tunnel = proxy != NULL || connect_code != 0; /* a CONNECT was (or was to be) sent */
+  int tunnel_up = connect_code >= 200 && connect_code < 300;
+  int started = pretransfer > 0 || (!tunnel && request_size > 0);
+  /* Still at the proxy: nothing of the portal's request can have left. */
+  int at_proxy = tunnel && !tunnel_up && pretransfer == 0 && appconnect == 0;
+  const char *prefix = "";
+  char why[96] = "";
   r->maybe_sent = 1;
   switch (code) {
     case CURLE_OK: r->error = YP_TR_OK; return;
     case CURLE_COULDNT_RESOLVE_HOST:
     case CURLE_COULDNT_RESOLVE_PROXY: r->error = YP_TR_DNS; r->maybe_sent = 0; break;
     case CURLE_COULDNT_CONNECT: r->error = YP_TR_CONNECT; r->maybe_sent = 0; break;
+#if LIBCURL_VERSION_NUM >= 0x074900 /* 7.73.0: CURLE_PROXY, a failed proxy handshake */
+    case CURLE_PROXY: r->error = YP_TR_CONNECT; r->maybe_sent = 0; prefix = "proxy handshake failed: "; break;
+#endif
     case CURLE_SSL_CONNECT_ERROR:
     case CURLE_PEER_FAILED_VERIFICATION:
     case CURLE_SSL_CACERT_BADFILE:
@@ -245,7 +295,27 @@ static void classify(slot *s, CURLcode code) {
     case CURLE_OUT_OF_MEMORY: /* libcurl's answer to a giant header line, among others */
     default: r->error = started ? YP_TR_PROTOCOL : YP_TR_OTHER; r->maybe_sent = started; break;
   }
-  snprintf(r->detail, sizeof r->detail, "%.150s", s->errbuf[0] ? s->errbuf : curl_easy_strerror(code));
+  if (connect_code >= 300) { /* the proxy answered the CONNECT with a refusal (403, 502, ...) */
+    r->error = YP_TR_CONNECT;
+    r->maybe_sent = 0;
+    snprintf(why, sizeof why, "the proxy refused the tunnel (CONNECT answered %ld): ", connect_code);
+    prefix = why;
+  } else if (at_proxy) {
+    r->maybe_sent = 0;
+    if (proxy && code != CURLE_COULDNT_RESOLVE_PROXY && !*prefix)
+      prefix = code == CURLE_COULDNT_CONNECT ? "cannot reach the proxy: " : "cannot get through the proxy: ";
+  } else if (!proxy && code == CURLE_COULDNT_CONNECT) {
+    char *url = NULL;
+    curl_easy_getinfo(s->easy, CURLINFO_EFFECTIVE_URL, &url);
+    const char *var = env_proxy_name(url);
+    if (var) {
+      snprintf(why, sizeof why, "(%.20s is set: is that proxy reachable?) ", var);
+      prefix = why;
+    }
+  }
+  int room = (int)(sizeof r->detail - 1 - strlen(prefix)); /* libcurl's words, cut to fit */
+  snprintf(r->detail, sizeof r->detail, "%s%.*s", prefix, room,
+           s->errbuf[0] ? s->errbuf : curl_easy_strerror(code));
 }
 
 /* Moves completed transfers from libcurl's queue to their slots' `finished` flag. */

@@ -42,6 +42,26 @@ local function copy(t)
   return c
 end
 
+-- t[k] when t is a table: decoded records come from the server, and any of them may be a
+-- number or a string where a table was modelled.
+local function field(t, k)
+  if type(t) == "table" then return t[k] end
+  return nil
+end
+
+local function closed_error(endpoint)
+  return new_error { kind = "closed", code = "client_closed", endpoint = endpoint,
+    message = "the client was closed before this call could be sent" }
+end
+
+-- One request of a workflow, its parameters already checked. A callback (the logger, the token
+-- store) may have closed the client meanwhile: the rest then fails with kind `closed`, as the
+-- unsent items of a batch do, instead of raising from inside the workflow.
+local function call(self, name, params)
+  if self:is_closed() then return nil, closed_error(name) end
+  return self[name](self, params)
+end
+
 -- Strict option tables, as for partner.new: a typo raises instead of being ignored.
 local function check_options(fname, opts, allowed)
   if opts == nil then return {} end
@@ -80,13 +100,13 @@ function methods:each(name, params)
         return records[i]
       end
       query.pageNo = page_no
-      local page, err = self[name](self, query)
+      local page, err = call(self, name, query)
       if not page then
         done = true
         return false, err
       end
-      records, i = type(page.results) == "table" and page.results or {}, 0
-      done = #records == 0 or page_no >= (tonumber(page.totalPage) or page_no)
+      records, i = type(field(page, "results")) == "table" and page.results or {}, 0
+      done = #records == 0 or page_no >= (tonumber(field(page, "totalPage")) or page_no)
       page_no = page_no + 1
     end
     if i < #records then
@@ -101,32 +121,42 @@ local FIND_ORDER_OPTIONS = { poNumber = "string", productNo = "string", productI
                              since = "number", pageSize = "number", max_records = "number" }
 
 -- client:find_order{poNumber=, productNo=, productId=, since=} -> order | false | nil, err
--- Walks the order list newest first; the way to settle an `ambiguous` create_order.
+-- Walks the order list newest first, at most max_records (500) orders deep; the way to settle
+-- an `ambiguous` create_order, and renew_remote_management's once-per-PO check.
 function methods:find_order(criteria)
   criteria = check_options("find_order", criteria, FIND_ORDER_OPTIONS)
   if not criteria.poNumber and not (criteria.since and (criteria.productNo or criteria.productId)) then
     error("find_order: give poNumber, or since with productNo or productId", 2)
   end
+  local query = { sort = "-id", pageSize = criteria.pageSize or 50 }
+  as_caller(self.prepare, self, "orders", query) -- here, so that a raise names the caller's line
   local since_ms = criteria.since and criteria.since * 1000
   local max_records = criteria.max_records or 500
   local seen = 0
-  for order, err in self:each("orders", { sort = "-id", pageSize = criteria.pageSize or 50 }) do
+  for order, err in self:each("orders", query) do
     if not order then return nil, err end
-    local created = tonumber(order.createTime)
-    if since_ms and created and created < since_ms then break end -- older ones follow
-    local ok = not criteria.poNumber or order.customReferenceNo == criteria.poNumber
-    if ok and (criteria.productNo or criteria.productId) then
-      local info = order
-      if order.productNo == nil and order.productId == nil then
-        -- Modelled: the list may not carry the product; the details do.
-        local details, derr = self:order_details { id = order.id }
-        if not details then return nil, derr end
-        info = details.basicInformation or {}
+    if type(order) == "table" then -- a record of another type matches nothing
+      local created = tonumber(order.createTime)
+      if since_ms and created and created < since_ms then break end -- older ones follow
+      local ok = not criteria.poNumber or order.customReferenceNo == criteria.poNumber
+      if ok and (criteria.productNo or criteria.productId) then
+        local info = order
+        if order.productNo == nil and order.productId == nil then
+          -- Modelled: the list may not carry the product; the details do.
+          local params = { id = order.id }
+          if not self:is_closed() and not pcall(self.prepare, self, "order_details", params) then
+            return nil, new_error { kind = "decode", code = "bad_envelope", endpoint = "orders",
+              message = "an order record has no id that can name its details" }
+          end
+          local details, derr = call(self, "order_details", params)
+          if not details then return nil, derr end
+          info = field(details, "basicInformation")
+        end
+        ok = (not criteria.productNo or field(info, "productNo") == criteria.productNo)
+          and (not criteria.productId or id_text(field(info, "productId")) == id_text(criteria.productId))
       end
-      ok = (not criteria.productNo or info.productNo == criteria.productNo)
-        and (not criteria.productId or id_text(info.productId) == id_text(criteria.productId))
+      if ok then return order end
     end
-    if ok then return order end
     seen = seen + 1
     if seen >= max_records then break end
   end
@@ -134,25 +164,30 @@ function methods:find_order(criteria)
 end
 
 local RENEW_RM_OPTIONS = { planId = "id", billingId = "id", partnerId = "string",
-                           poNumber = "string", productNo = "string", dry_run = "boolean" }
+                           poNumber = "string", productNo = "string", dry_run = "boolean",
+                           allow_duplicate_po = "boolean" }
 
 local function plan_id_of(self, product_id, plan_name)
-  local info, err = self:plans_and_services { productId = product_id }
+  local info, err = call(self, "plans_and_services", { productId = product_id })
   if not info then return nil, err end
-  for _, plan in ipairs(type(info.planList) == "table" and info.planList or {}) do
-    if plan.name == plan_name then return plan.planId end
+  local plans = field(info, "planList")
+  for _, plan in ipairs(type(plans) == "table" and plans or {}) do
+    if field(plan, "name") == plan_name then return plan.planId end
   end
   return nil, new_error { kind = "api", code = "plan_not_found", endpoint = "plans_and_services",
     message = ("product %d offers no plan named %q"):format(product_id, plan_name) }
 end
 
 local function billing_id_of(self)
-  local contacts, err = self:billing_contacts()
+  local contacts, err = call(self, "billing_contacts")
   if not contacts then return nil, err end
-  if #contacts == 1 then return contacts[1].billingContactId end
+  contacts = type(contacts) == "table" and contacts or {}
+  if #contacts == 1 and field(contacts[1], "billingContactId") ~= nil then
+    return contacts[1].billingContactId
+  end
   local choices = {}
   for i, c in ipairs(contacts) do
-    choices[i] = ("%s (%s)"):format(tostring(c.billingContactId), tostring(c.emailAddress))
+    choices[i] = ("%s (%s)"):format(tostring(field(c, "billingContactId")), tostring(field(c, "emailAddress")))
   end
   local e = new_error { kind = "api", code = "billing_contact_required", endpoint = "billing_contacts",
     message = ("the account has %d billing contacts; pass billingId, one of: %s")
@@ -161,9 +196,11 @@ local function billing_id_of(self)
   return nil, e
 end
 
--- client:renew_remote_management{planId=, billingId=, partnerId=, poNumber=, dry_run=}
+-- client:renew_remote_management{planId=, billingId=, partnerId=, poNumber=, productNo=,
+-- dry_run=, allow_duplicate_po=}
 -- Seed 002 as one call: look up what is missing, then create the renewal order (or, with
--- dry_run, return the exact request it would send and send nothing).
+-- dry_run, return the exact request it would send and send nothing). The dry run makes every
+-- read the real run makes, in the same order, so it fails where the real run would.
 function methods:renew_remote_management(opts)
   opts = check_options("renew_remote_management", opts, RENEW_RM_OPTIONS)
   local billing_id = opts.billingId
@@ -174,8 +211,30 @@ function methods:renew_remote_management(opts)
     poNumber = opts.poNumber, serviceList = { service },
   }
   service.serviceId = opts.planId or 0
-  as_caller(self.prepare, self, "create_order", order) -- bad IDs raise before any lookup
+  local device = opts.productNo and { productNo = opts.productNo, productId = REMOTE_MANAGEMENT.productId }
+  -- Every request's parameters are checked before the first is sent: bad IDs, and values that
+  -- a URL cannot carry (the lookups put productNo and partnerId in one).
+  as_caller(self.prepare, self, "create_order", order)
+  if device then as_caller(self.prepare, self, "product_details", device) end
+  if opts.partnerId then as_caller(self.prepare, self, "subordinate_user", { partnerId = opts.partnerId }) end
 
+  -- Once per PO: a re-run (a cron job after a crash, the same command twice) gets the order it
+  -- placed before instead of a second bill. When the order list cannot be read, nothing is
+  -- ordered: spending money is never the answer to "we could not check".
+  if opts.poNumber and not opts.allow_duplicate_po then
+    local existing, err = self:find_order { poNumber = opts.poNumber }
+    if existing == nil then return nil, err end
+    if existing then
+      existing.existing = true
+      return existing
+    end
+  end
+  -- The order endpoint refuses a productNo that is not a product 15 device: ask first, so that
+  -- the dry run meets the same refusal.
+  if device then
+    local found, err = call(self, "product_details", device)
+    if not found then return nil, err end
+  end
   local plan_id, err = opts.planId, nil
   if not plan_id then
     plan_id, err = plan_id_of(self, REMOTE_MANAGEMENT.productId, REMOTE_MANAGEMENT.plan_name)
@@ -186,85 +245,112 @@ function methods:renew_remote_management(opts)
     if not billing_id then return nil, err end
   end
   if opts.partnerId then
-    local user, uerr = self:subordinate_user { partnerId = opts.partnerId }
+    local user, uerr = call(self, "subordinate_user", { partnerId = opts.partnerId })
     if not user then return nil, uerr end
   end
   service.serviceId, order.billingId = plan_id, billing_id
+  -- The looked-up IDs come from the server: a malformed one is its error, not the caller's.
+  local ok, request = pcall(self.prepare, self, "create_order", order)
+  if not ok then
+    if self:is_closed() then return nil, closed_error("create_order") end
+    return nil, new_error { kind = "decode", code = "bad_envelope", endpoint = "create_order",
+      message = "a looked-up plan or billing contact ID is not an ID: " .. tostring(request) }
+  end
   if opts.dry_run then
-    local request = self:prepare("create_order", order)
     return { dry_run = true, method = request.method, path = request.path, body = request.body,
              order = order }
   end
-  return self:create_order(order)
+  return call(self, "create_order", order)
 end
 
 local ENSURE_OPTIONS = { concurrency = "number", dry_run = "boolean", on_progress = "function" }
+local MAX_CONCURRENCY = 256 -- client:batch's bound (client.c)
 
 -- client:ensure_auto_renewal(devices, opts) -> report
 -- For each {productNo, productId, planOrServiceId}: check the status, enable it where off.
--- One device's failure never stops the others; the report says what happened to each.
+-- One device's failure never stops the others, a malformed one included (a typo in one CSV
+-- row): it fails alone, with kind `invalid`; the report says what happened to each.
 function methods:ensure_auto_renewal(devices, opts)
   opts = check_options("ensure_auto_renewal", opts, ENSURE_OPTIONS)
   local concurrency = opts.concurrency
-  if concurrency ~= nil and not (is_integer(concurrency) and concurrency >= 1) then
-    error("ensure_auto_renewal: option 'concurrency' must be a positive integer", 2)
+  if concurrency ~= nil and not (is_integer(concurrency) and concurrency >= 1
+                                 and concurrency <= MAX_CONCURRENCY) then
+    error(("ensure_auto_renewal: option 'concurrency' must be an integer from 1 to %d")
+      :format(MAX_CONCURRENCY), 2)
   end
   if type(devices) ~= "table" then
     error(("ensure_auto_renewal: devices must be a list (got %s)"):format(type(devices)), 2)
   end
-  local total = #devices
-  local status_params = {}
-  for i, d in ipairs(devices) do
-    if type(d) ~= "table" then
-      error(("ensure_auto_renewal: device %d must be a table (got %s)"):format(i, type(d)), 2)
-    end
-    as_caller(self.prepare, self, "enable_auto_renewal", d) -- all checked before any I/O
-    status_params[i] = { productNo = d.productNo, productId = d.productId }
-  end
+  if self:is_closed() then error("yeastar.partner: the client is closed", 2) end
 
+  local total = #devices
   local report = { devices = {}, total = total,
                    totals = { already_on = 0, enabled = 0, would_enable = 0, failed = 0 } }
   local done = 0
+  local requests = { auto_renewal_status = {}, enable_auto_renewal = {} } -- by device index
   local function settle(i, outcome, err)
     report.devices[i] = { device = devices[i], outcome = outcome, err = err }
     report.totals[outcome] = report.totals[outcome] + 1
     done = done + 1
     if opts.on_progress then opts.on_progress(done, total, devices[i], outcome, err) end
   end
-
-  local to_enable, index_of = {}, {}
-  self:batch("auto_renewal_status", status_params, {
-    concurrency = opts.concurrency,
-    on_result = function(i, result, err)
-      if not result then
-        settle(i, "failed", err)
-      elseif type(result) == "table" and result.autoRenew == true then
-        settle(i, "already_on")
-      elseif opts.dry_run then
-        settle(i, "would_enable")
-      else
-        to_enable[#to_enable + 1] = devices[i]
-        index_of[#to_enable] = i
-      end
-    end,
-  })
-  if self:is_closed() then -- a callback closed the client: the rest fail, nothing is sent
-    for j, d in ipairs(to_enable) do
-      settle(index_of[j], "failed", new_error { kind = "closed", code = "client_closed",
-        endpoint = "enable_auto_renewal", message = "the client was closed before this call could be sent" })
+  -- Runs one endpoint for the devices at `indices`; on_result gets the device's own index. A
+  -- callback that closed the client leaves these unsent: they fail with kind `closed`.
+  local function run(endpoint, indices, on_result)
+    if self:is_closed() then
+      for _, i in ipairs(indices) do settle(i, "failed", closed_error(endpoint)) end
+      return
     end
-    return report
+    local params = {}
+    for j, i in ipairs(indices) do params[j] = requests[endpoint][i] end
+    self:batch(endpoint, params, { concurrency = concurrency,
+      on_result = function(j, result, err) on_result(indices[j], result, err) end })
   end
-  self:batch("enable_auto_renewal", to_enable, {
-    concurrency = opts.concurrency,
-    on_result = function(j, result, err)
-      if result == true then
-        settle(index_of[j], "enabled")
-      else
-        settle(index_of[j], "failed", err or new_error { kind = "api", code = "not_enabled",
-          endpoint = "enable_auto_renewal", message = "the portal did not confirm auto-renewal" })
+
+  -- Every device is checked for both requests before any I/O; the malformed ones are settled
+  -- first, unsent. (A productId of "abc" passes Enable Auto-renewal, a string there, not the
+  -- status check.)
+  local valid, invalid = {}, {}
+  for i = 1, total do
+    local d, failed, why = devices[i], nil, nil
+    if type(d) ~= "table" then
+      failed = "enable_auto_renewal"
+    else
+      requests.enable_auto_renewal[i] = d
+      requests.auto_renewal_status[i] = { productNo = d.productNo, productId = d.productId }
+      for _, endpoint in ipairs { "enable_auto_renewal", "auto_renewal_status" } do
+        local ok, raised = pcall(self.prepare, self, endpoint, requests[endpoint][i])
+        if not ok then failed, why = endpoint, raised break end
       end
-    end,
-  })
+    end
+    if not failed then
+      valid[#valid + 1] = i
+    else -- a metamethod of a device may have closed the client: then that is what failed
+      invalid[#invalid + 1] = { i, self:is_closed() and closed_error(failed)
+        or self:_invalid_item(failed, i, d, why) }
+    end
+  end
+  for _, bad in ipairs(invalid) do settle(bad[1], "failed", bad[2]) end
+
+  local to_enable = {}
+  run("auto_renewal_status", valid, function(i, result, err)
+    if not result then
+      settle(i, "failed", err)
+    elseif type(result) == "table" and result.autoRenew == true then
+      settle(i, "already_on")
+    elseif opts.dry_run then
+      settle(i, "would_enable")
+    else
+      to_enable[#to_enable + 1] = i
+    end
+  end)
+  run("enable_auto_renewal", to_enable, function(i, result, err)
+    if result == true then
+      settle(i, "enabled")
+    else
+      settle(i, "failed", err or new_error { kind = "api", code = "not_enabled",
+        endpoint = "enable_auto_renewal", message = "the portal did not confirm auto-renewal" })
+    end
+  end)
   return report
 end

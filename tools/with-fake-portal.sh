@@ -1,9 +1,11 @@
 #!/bin/sh
 # with-fake-portal.sh CMD...: starts the bundled fake portal on 127.0.0.1, runs CMD with
-# YEASTAR_BASE_URL, YEASTAR_CA_FILE, YEASTAR_CLIENT_ID and YEASTAR_CLIENT_SECRET set, stops it.
+# YEASTAR_BASE_URL, YEASTAR_CA_FILE, YEASTAR_CLIENT_ID, YEASTAR_CLIENT_SECRET and
+# YEASTAR_CONTROL_URL (the portal's control plane) set, stops it.
 set -eu
 dir=$(mktemp -d "${TMPDIR:-/tmp}/yeastar-fake-portal.XXXXXX")
-python3 fakeportal/portal.py --state-dir "$dir" >"$dir/stdout" 2>"$dir/stderr" &
+# The portal beside this script, so that CMD may run from any directory.
+python3 "$(dirname "$0")/../fakeportal/portal.py" --state-dir "$dir" >"$dir/stdout" 2>"$dir/stderr" &
 pid=$!
 # $! may be a wrapper (a pyenv shim forks the real interpreter): stop the PID the portal reports.
 stop() {
@@ -26,7 +28,8 @@ done
 eval "$(python3 -c '
 import json, shlex, sys
 p = json.load(open(sys.argv[1]))
-for k, v in (("BASE_URL", "base_url"), ("CA_FILE", "ca_file"), ("CLIENT_ID", "client_id"), ("CLIENT_SECRET", "client_secret")):
+for k, v in (("BASE_URL", "base_url"), ("CA_FILE", "ca_file"), ("CLIENT_ID", "client_id"),
+             ("CLIENT_SECRET", "client_secret"), ("CONTROL_URL", "control_url")):
     print("export YEASTAR_%s=%s" % (k, shlex.quote(str(p[v]))))
 ' "$dir/portal.json")"
 "$@"
