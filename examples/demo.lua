@@ -39,9 +39,8 @@ if arg[1] == "-h" or arg[1] == "--help" then
     "Options:",
     "  -h, --help   this text",
     "",
-    "Environment (read by partner.from_env):",
+    partner.env_help(),
   }
-  for _, v in ipairs(partner.env_variables) do lines[#lines + 1] = ("  %-22s %s"):format(v.name, v.about) end
   lines[#lines + 1] = ""
   lines[#lines + 1] = "Exit status: 0 the story ran, 1 a step failed, 2 usage (or a portal not on this machine)."
   io.stdout:write(table.concat(lines, "\n"), "\n")

@@ -43,9 +43,8 @@ local function help()
     "  --concurrency N   requests in flight at once, 1..256 (default 8)",
     "  -h, --help        this text",
     "",
-    "Environment (read by partner.from_env):",
+    partner.env_help(),
   }
-  for _, v in ipairs(partner.env_variables) do lines[#lines + 1] = ("  %-22s %s"):format(v.name, v.about) end
   lines[#lines + 1] = ""
   lines[#lines + 1] = "Progress goes to stderr, the summary to stdout. Exit status: 0 every device is fine,"
   lines[#lines + 1] = "1 at least one device failed, 2 usage (arguments, CSV file, environment)."

@@ -47,9 +47,8 @@ local function help()
     "  --billing-id ID   the billing contact, needed when the account has more than one",
     "  -h, --help        this text",
     "",
-    "Environment (read by partner.from_env):",
+    partner.env_help(),
   }
-  for _, v in ipairs(partner.env_variables) do lines[#lines + 1] = ("  %-22s %s"):format(v.name, v.about) end
   lines[#lines + 1] = ""
   lines[#lines + 1] = "Exit status: 0 done, 1 the portal or the network failed, 2 usage."
   return table.concat(lines, "\n") .. "\n"

@@ -39,9 +39,8 @@ if arg[1] == "-h" or arg[1] == "--help" then
     "  productId         the device's product (default 11, P-Series Appliance Edition)",
     "  -h, --help        this text",
     "",
-    "Environment (read by partner.from_env):",
+    partner.env_help(),
   }
-  for _, v in ipairs(partner.env_variables) do lines[#lines + 1] = ("  %-22s %s"):format(v.name, v.about) end
   lines[#lines + 1] = ""
   lines[#lines + 1] = "Exit status: 0 done, 1 the portal or the network failed, 2 usage."
   io.stdout:write(table.concat(lines, "\n"), "\n")

@@ -122,3 +122,10 @@ for i, var in ipairs(VARIABLES) do
               about = var.about }
 end
 partner.env_variables = list
+
+-- The "Environment" block of a script's --help: one line per variable.
+function partner.env_help()
+  local lines = { "Environment (read by partner.from_env):" }
+  for _, v in ipairs(VARIABLES) do lines[#lines + 1] = ("  %-22s %s"):format(v.name, v.about) end
+  return table.concat(lines, "\n")
+end

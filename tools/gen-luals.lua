@@ -130,6 +130,10 @@ local MODULE = [[
 ---@field env_variables {name: string, option: string, required: boolean, about: string}[] what from_env reads
 local partner = {}
 
+---The "Environment" block of a script's --help text: one line per variable from_env reads.
+---@return string
+function partner.env_help() end
+
 ---A client. A mistake in the options raises; nothing is sent until the first call.
 ---@param options yeastar.partner.Options
 ---@return yeastar.partner.Client
