@@ -153,6 +153,16 @@ describe("examples #external", function()
       assert.matches('"poNumber":"PO-SPEC-7"', r.stdout, 1, true)
     end)
 
+    it("re-running --commit with the same --po orders nothing the second time", function()
+      local first = run("renew_remote_management.lua", { "--commit", "--po", "PO-TWICE-1" })
+      assert.are.equal(0, first.code, first.stderr)
+      local again = run("renew_remote_management.lua", { "--commit", "--po", "PO-TWICE-1" })
+      assert.are.equal(0, again.code, again.stderr)
+      assert.matches("Existing order for PO PO-TWICE-1", again.stdout, 1, true)
+      assert.are.equal(1, #portal:state().orders)
+      assert.are.equal(1, helpers.count(portal, SAVE_PATH)) -- one order POST across both runs
+    end)
+
     it("a lost answer to --commit is settled from the order list, never by ordering again", function()
       portal:fault { match = { method = "POST", path = SAVE_PATH }, process = true, drop = true }
       local r = run("renew_remote_management.lua", { "--commit", "--po", "PO-LOST-1" })
