@@ -1,5 +1,5 @@
-/* transport.h: the one interface between the call logic and the HTTP stack.
- * transport_curl.c implements it with libcurl; a cosocket transport can implement it under nginx. */
+/* transport.h: the byte mover of the libcurl driver (driver_curl.c), and the request/response
+ * records the call core speaks; transport_curl.c implements it. Under nginx, cosocket.lua moves bytes. */
 #ifndef YP_TRANSPORT_H
 #define YP_TRANSPORT_H
 
@@ -80,7 +80,7 @@ void yp_transport_recycle(yp_transport *t, int slot);
 /* One exchange on a reserved slot, blocking. */
 const yp_http_response *yp_transport_perform(yp_transport *t, int slot, const yp_http_request *req);
 
-/* Pause between retries; under nginx this would yield instead of blocking. */
+/* Pause between retries, blocking (the cosocket driver pauses with ngx.sleep instead). */
 void yp_transport_sleep(yp_transport *t, double seconds);
 
 #endif
