@@ -68,8 +68,13 @@ static int run(lua_State *L) {
     const char *kind = lua_tostring(L, -1);
     if (!kind) fail("error without a kind", NULL);
     /* The never-twice rule: a call that must not run twice is never retried after its bytes
-     * may have left, unless the answer proved it was not applied (401, 429, a refusal). */
-    if (!(ep->flags & YP_REPLAY_SAFE) && r.maybe_sent && out == YP_OUT_RETRY && r.status != 429)
+     * may have left, unless the answer proved it was not applied (401, 429, a refusal). The
+     * 429 may be the envelope's status inside an HTTP 2xx: the error's status is the one that
+     * counted (see classify.c). */
+    lua_getfield(L, err, "status");
+    long counted = lua_isnumber(L, -1) ? (long)lua_tonumber(L, -1) : 0;
+    lua_pop(L, 1);
+    if (!(ep->flags & YP_REPLAY_SAFE) && r.maybe_sent && out == YP_OUT_RETRY && counted != 429)
       fail("a money-moving call would be re-sent", NULL);
     if (strcmp(kind, "ambiguous") == 0 && out != YP_OUT_FAIL) fail("ambiguous but continued", NULL);
     lua_pop(L, 1);
