@@ -17,10 +17,6 @@ typedef struct driven_call {
   int live, token;            /* token: a login or refresh, whose result the core keeps */
 } driven_call;
 
-static yp_client *check_client(lua_State *L, int idx) {
-  return (yp_client *)luaL_checkudata(L, idx, YP_CLIENT_MT);
-}
-
 static driven_call *check_call(lua_State *L) {
   driven_call *lc = (driven_call *)luaL_checkudata(L, 1, CALL_MT);
   if (!lc->live) luaL_error(L, "yeastar.partner: this call has ended");
@@ -61,8 +57,7 @@ static driven_call *push_call(lua_State *L, yp_client *c, const yp_call *k, int 
 
 /* client:_call(name, params) -> call. The request is built and checked now, before any I/O. */
 static int client_call(lua_State *L) {
-  yp_client *c = check_client(L, 1);
-  if (c->closed) luaL_error(L, "yeastar.partner: the client is closed");
+  yp_client *c = yp_check_open(L, 1);
   const yp_endpoint *ep = yp_find_endpoint(luaL_checkstring(L, 2));
   if (!ep || (ep->flags & YP_TOKEN)) luaL_argerror(L, 2, "unknown endpoint");
   lua_settop(L, 3);
@@ -71,8 +66,7 @@ static int client_call(lua_State *L) {
   memset(&k, 0, sizeof k);
   k.ep = ep;
   yp_build_request(L, lua_tostring(L, 4), ep, 3, &k.req);
-  if (c->closed) luaL_error(L, "yeastar.partner: the client is closed");
-  if (k.req.body) k.content_type = "Content-Type: application/json";
+  yp_check_open(L, 1);
   /* k.deadline stays 0: yp_core_next sets it at the first attempt, so a batch's late items get
    * their own deadline, as under libcurl. */
   push_call(L, c, &k, 0);
@@ -82,8 +76,7 @@ static int client_call(lua_State *L) {
 /* client:_token_call(refresh [, for_call]) -> call: the login or refresh, within the deadline of
  * the call that needs it. */
 static int client_token_call(lua_State *L) {
-  yp_client *c = check_client(L, 1);
-  if (c->closed) luaL_error(L, "yeastar.partner: the client is closed");
+  yp_client *c = yp_check_open(L, 1);
   int refresh = lua_toboolean(L, 2);
   driven_call *parent = (driven_call *)yp_testudata(L, 3, CALL_MT);
   if (refresh && !c->refresh_token) luaL_error(L, "yeastar.partner: no refresh token");
@@ -215,7 +208,7 @@ static int call_finish(lua_State *L) {
 /* client:_token_state() -> load, valid, refresh: whether the store has yet to be asked, whether
  * the access token may be sent now, whether a refresh may be tried. */
 static int client_token_state(lua_State *L) {
-  yp_client *c = check_client(L, 1);
+  yp_client *c = yp_check_client(L, 1);
   lua_pushboolean(L, !c->closed && !c->store_loaded && yp_has_store(c));
   lua_pushboolean(L, !c->closed && yp_core_token_valid(c));
   lua_pushboolean(L, !c->closed && yp_core_can_refresh(c));
@@ -224,7 +217,7 @@ static int client_token_state(lua_State *L) {
 
 /* client:_token_loaded(t): what the store's load() returned (a table, or nil). */
 static int client_token_loaded(lua_State *L) {
-  yp_client *c = check_client(L, 1);
+  yp_client *c = yp_check_client(L, 1);
   c->store_loaded = 1;
   if (!c->closed && lua_istable(L, 2)) yp_core_token_load(L, c, 2);
   return 0;
@@ -232,27 +225,27 @@ static int client_token_loaded(lua_State *L) {
 
 /* client:_token_record() -> the table the store's save() gets */
 static int client_token_record(lua_State *L) {
-  yp_client *c = check_client(L, 1);
+  yp_client *c = yp_check_client(L, 1);
   if (c->closed || !c->access_token) return 0;
   yp_core_push_token_record(L, c);
   return 1;
 }
 
 static int client_token_details(lua_State *L) {
-  yp_client *c = check_client(L, 1);
+  yp_client *c = yp_check_client(L, 1);
   if (c->closed || !c->access_token) return 0;
   yp_core_push_token_details(L, c);
   return 1;
 }
 
 static int client_refresh_failed(lua_State *L) {
-  yp_core_refresh_failed(check_client(L, 1));
+  yp_core_refresh_failed(yp_check_client(L, 1));
   return 0;
 }
 
 /* client:_store_failure_event(op, message) -> the logger's {type = "token_store", ...} */
 static int client_store_failure_event(lua_State *L) {
-  yp_client *c = check_client(L, 1);
+  yp_client *c = yp_check_client(L, 1);
   const char *op = luaL_checkstring(L, 2);
   lua_settop(L, 3);
   if (c->closed) return 0;
@@ -262,7 +255,7 @@ static int client_store_failure_event(lua_State *L) {
 
 /* client:_driver_info() -> {transport=, pool_size=, ca_file=, deadline=, logger=, token_store=} */
 static int client_driver_info(lua_State *L) {
-  yp_client *c = check_client(L, 1);
+  yp_client *c = yp_check_client(L, 1);
   if (c->closed) return 0;
   static const char *transports[] = {"auto", "curl", "cosocket"};
   lua_createtable(L, 0, 5);

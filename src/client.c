@@ -49,12 +49,12 @@ void yp_client_settle(lua_State *L, yp_client *c) {
   if (c->closed && c->depth == 0 && c->transport) client_release(L, c);
 }
 
-static yp_client *check_client(lua_State *L, int idx) {
+yp_client *yp_check_client(lua_State *L, int idx) {
   return (yp_client *)luaL_checkudata(L, idx, YP_CLIENT_MT);
 }
 
-static yp_client *check_open(lua_State *L, int idx) {
-  yp_client *c = check_client(L, idx);
+yp_client *yp_check_open(lua_State *L, int idx) {
+  yp_client *c = yp_check_client(L, idx);
   if (c->closed) luaL_error(L, "yeastar.partner: the client is closed");
   return c;
 }
@@ -105,7 +105,7 @@ static const char *push_base_url(lua_State *L, yp_client *c) {
  * client closed: the call under way ends its remaining work with a `closed` error and the
  * release happens when it returns. */
 static int client_close(lua_State *L) {
-  yp_client *c = check_client(L, 1);
+  yp_client *c = yp_check_client(L, 1);
   c->closed = 1;
   if (c->depth == 0) client_release(L, c);
   lua_pushboolean(L, 1);
@@ -113,7 +113,7 @@ static int client_close(lua_State *L) {
 }
 
 static int client_is_closed(lua_State *L) {
-  lua_pushboolean(L, check_client(L, 1)->closed);
+  lua_pushboolean(L, yp_check_client(L, 1)->closed);
   return 1;
 }
 
@@ -123,7 +123,7 @@ static int client_gc(lua_State *L) {
 }
 
 static int client_tostring(lua_State *L) {
-  yp_client *c = check_client(L, 1);
+  yp_client *c = yp_check_client(L, 1);
   if (!c->closed) lua_pushfstring(L, YP_CLIENT_MT " (%s)", c->base_url);
   else lua_pushliteral(L, YP_CLIENT_MT " (closed)");
   return 1;
@@ -349,7 +349,7 @@ static int call_body(lua_State *L, yp_client *c, void *state) {
 
 /* Every endpoint method: upvalue 1 is its descriptor. */
 static int endpoint_method(lua_State *L) {
-  yp_client *c = check_open(L, 1);
+  yp_client *c = yp_check_open(L, 1);
   const yp_endpoint *ep = (const yp_endpoint *)lua_touserdata(L, lua_upvalueindex(1));
   if (ep->flags & YP_TOKEN) {
     if (!lua_isnoneornil(L, 2)) luaL_checktype(L, 2, LUA_TTABLE);
@@ -362,9 +362,7 @@ static int endpoint_method(lua_State *L) {
   yp_call k = {ep, {NULL, NULL, NULL, 0}, NULL, 0, 0, 0, 0, 0, 0};
   lua_settop(L, 2);
   yp_build_request(L, push_base_url(L, c), ep, 2, &k.req); /* may run the caller's metamethods */
-  check_open(L, 1);
-  if (k.req.body) k.content_type = "Content-Type: application/json";
-  k.deadline = yp_now_mono() + c->deadline;
+  yp_check_open(L, 1);
   return guarded(L, c, call_body, &k, 0);
 }
 
@@ -377,7 +375,7 @@ static const yp_endpoint *check_endpoint(lua_State *L, int idx) {
 
 /* client:prepare(name, params) -> {method, url, path, body}: the exact request, nothing sent. */
 static int client_prepare(lua_State *L) {
-  yp_client *c = check_open(L, 1);
+  yp_client *c = yp_check_open(L, 1);
   const yp_endpoint *ep = check_endpoint(L, 2);
   yp_request req;
   lua_settop(L, 3);
@@ -461,7 +459,7 @@ static void push_invalid_item(lua_State *L, const yp_endpoint *ep, int index, in
 /* client:_invalid_item(name, index, item, why) -> err: that error, for the Lua-side bulk jobs
  * (ensure_auto_renewal, the cosocket driver's batch), so every driver words it the same. */
 static int client_invalid_item(lua_State *L) {
-  check_client(L, 1);
+  yp_check_client(L, 1);
   const yp_endpoint *ep = check_endpoint(L, 2);
   int index = (int)luaL_checkinteger(L, 3);
   lua_settop(L, 5);
@@ -532,7 +530,7 @@ static int batch_io(lua_State *L, yp_client *c, void *state) {
  * others run (bulk data must not stop a fleet); bad options or endpoint names still raise. Each
  * item gets the retry policy and deadline of a single call. */
 static int client_batch(lua_State *L) {
-  yp_client *c = check_open(L, 1);
+  yp_client *c = yp_check_open(L, 1);
   const yp_endpoint *ep = check_endpoint(L, 2);
   luaL_checktype(L, 3, LUA_TTABLE);
   yp_batch b;
@@ -557,7 +555,6 @@ static int client_batch(lua_State *L) {
       lua_pushlightuserdata(L, &k.req);
       int status = lua_pcall(L, 4, 2, 0); /* may run the caller's metamethods */
       if (status == YP_LUA_OK) {
-        if (k.req.body) k.content_type = "Content-Type: application/json";
         b.calls[b.n++] = k;
         lua_rawseti(L, 8, 2 * b.n);
         lua_rawseti(L, 8, 2 * b.n - 1);
@@ -574,7 +571,7 @@ static int client_batch(lua_State *L) {
     lua_rawseti(L, 10, ++invalid);
     lua_settop(L, 10);
   }
-  check_open(L, 1); /* a metamethod of an item may have closed it */
+  yp_check_open(L, 1); /* a metamethod of an item may have closed it */
   if (b.concurrency > b.n) b.concurrency = b.n ? b.n : 1;
   if (!invalid) {
     lua_pushvalue(L, 4);        /* BATCH_OPTS */

@@ -112,6 +112,7 @@ yp_next yp_core_next(lua_State *L, yp_client *c, yp_call *k, yp_attempt *a, doub
   a->lines[n++] = "Accept: application/json";
   if (a->auth_line) a->lines[n++] = a->auth_line;
   if (k->content_type) a->lines[n++] = k->content_type;
+  else if (k->req.body) a->lines[n++] = "Content-Type: application/json";
   a->lines[n] = NULL;
   double left = k->deadline - now, timeout = left < c->timeout ? left : c->timeout;
   yp_http_request h = {k->ep->method, k->req.url, a->lines, k->req.body, k->req.body_len,

@@ -39,7 +39,7 @@ typedef struct yp_client {
 typedef struct yp_call {
   const yp_endpoint *ep;
   yp_request req;
-  const char *content_type;
+  const char *content_type; /* NULL: JSON when there is a body */
   int attempt, retries, reauthed;
   unsigned auth_gen; /* the token generation this attempt was sent with */
   double deadline, not_before;
@@ -54,6 +54,9 @@ void yp_push_closed_error(lua_State *L, const char *endpoint);
 int yp_has_logger(const yp_client *c);
 /* client.c: releases a closed client once nothing is under way on it (depth 0). */
 void yp_client_settle(lua_State *L, yp_client *c);
+/* client.c: the client at idx; check_open also raises "the client is closed". */
+yp_client *yp_check_client(lua_State *L, int idx);
+yp_client *yp_check_open(lua_State *L, int idx);
 int yp_has_store(const yp_client *c);
 
 /* What a call needs next. */
