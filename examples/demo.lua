@@ -1,9 +1,11 @@
 -- demo.lua: the renewal story end to end, told step by step, against the fake portal.
 --   1. the auto-renewal status of one device;
---   2. a fleet (examples/devices.csv): the status of each device, then auto-renewal enabled
+--   2. the renewal audit: every device of the account, what expires within 30 days and whether
+--      auto-renewal covers it, with what `--fix` would enable (a dry run: nothing changes);
+--   3. a fleet (examples/devices.csv): the status of each device, then auto-renewal enabled
 --      wherever it is off, with a summary;
---   3. a Remote Management renewal: a dry run showing the exact order, then the real order;
---   4. that order found again in the order list, by its PO number.
+--   4. a Remote Management renewal: a dry run showing the exact order, then the real order;
+--   5. that order found again in the order list, by its PO number.
 --
 -- Run it with `make demo` (starts a fake portal, runs this, stops the portal), or:
 --   tools/with-fake-portal.sh lua5.4 examples/demo.lua
@@ -32,7 +34,8 @@ end
 if arg[1] == "-h" or arg[1] == "--help" then
   local lines = {
     USAGE .. "The renewal story end to end against a portal on this machine (`make demo` starts",
-    "the fake portal and runs this): one device's auto-renewal status, a fleet from",
+    "the fake portal and runs this): one device's auto-renewal status, the renewal audit (what",
+    "expires within 30 days unprotected; a dry run of --fix), a fleet from",
     "examples/devices.csv, a Remote Management renewal (dry run, then the order), and that",
     "order found again by its PO number. It takes no arguments.",
     "",
@@ -58,7 +61,7 @@ end
 
 local function step(n, title)
   print()
-  print(("Step %d of 4: %s"):format(n, title))
+  print(("Step %d of 5: %s"):format(n, title))
 end
 
 -- The client, from the environment (a missing or bad variable is a usage error naming it);
@@ -119,7 +122,32 @@ if not status then fail("querying the auto-renewal status", err) end
 print(("%s: auto-renewal is %s"):format(describe(SEED_DEVICE), onoff(status.autoRenew)))
 
 ------------------------------------------------------------------------------------------
-step(2, "a whole fleet: check every device, enable auto-renewal where it is off")
+step(2, "the renewal audit: what expires within 30 days, and is auto-renewal on?")
+-- The same report as `bin/yeastar-partner audit --within 30 --fix` (the CLI's dry run).
+print("Walking every product's device list, then each device's details and auto-renewal status...")
+local audit = client:renewal_audit { within_days = 30, concurrency = 8, fix = true }
+local ROW = "  %-20s %-9s %-26s %-10s %9s %-10s %s"
+print(ROW:format("productNo", "productId", "plan", "expiry", "days left", "auto-renew", "verdict"))
+for _, row in ipairs(audit.devices) do
+  local verdict = row.verdict
+  if row.fix == "would_enable" then verdict = verdict .. " (--fix would enable auto-renewal)" end
+  if row.err then verdict = verdict .. " (" .. tostring(row.err.message) .. ")" end
+  print(ROW:format(tostring(row.productNo), tostring(row.productId), tostring(row.plan or "?"),
+    row.expiry or "?", row.days_left and tostring(row.days_left) or "?",
+    row.auto_renew == nil and "?" or onoff(row.auto_renew), verdict))
+end
+local v = audit.totals
+print(("Summary on %s: %d devices: %d ok, %d expiring unprotected, %d expired, %d unknown."):format(
+  audit.today, audit.total, v.ok, v.expiring_unprotected, v.expired, v.unknown))
+for _, gap in ipairs(audit.incomplete) do
+  fail("walking the device lists", gap.err)
+end
+if v.unknown > 0 then
+  print("  (unknown: a device whose details carry no expiry date; the fake portal seeds one on purpose)")
+end
+
+------------------------------------------------------------------------------------------
+step(3, "a whole fleet: check every device, enable auto-renewal where it is off")
 local devices, path = read_devices()
 print(("%d devices listed in %s. Their status now (8 requests in flight at a time):"):format(#devices, path))
 
@@ -160,9 +188,9 @@ print("The fleet again, after the change:")
 print_statuses()
 
 ------------------------------------------------------------------------------------------
-step(3, "renew Remote Management for a year")
+step(4, "renew Remote Management for a year")
 -- A PO number of our own: if the answer to the order ever got lost, this is how we would
--- find the order again instead of ordering a second time (step 4 does exactly that search).
+-- find the order again instead of ordering a second time (step 5 does exactly that search).
 local po_number = ("demo-%d-%04d"):format(os.time(), math.random(0, 9999))
 print(("First a dry run with PO number %s. Nothing is sent; this is the exact order:"):format(po_number))
 local plan
@@ -189,7 +217,7 @@ print(("Ordered: orderNo %s, status %s (orderId %s)."):format(
   tostring(order.orderNo), tostring(order.orderStatus), tostring(order.orderId)))
 
 ------------------------------------------------------------------------------------------
-step(4, "find that order again in the order list")
+step(5, "find that order again in the order list")
 print(("Looking for PO number %s, newest orders first..."):format(po_number))
 local found
 found, err = client:find_order { poNumber = po_number }

@@ -120,34 +120,58 @@ def offering_id(product_id):
     return "30490362241893%05d" % product_id
 
 
-# (productNo, productId, autoRenew, planId, model)
+# (productNo, productId, autoRenew, planId, model, expiry): the expiry in days from the portal's
+# today, so that a renewal audit always finds one device of each kind (None: the details carry
+# no currentPlanExpireDate, which the guide documents as returned only conditionally).
 SEED_DEVICES = [
-    ("3651E0529415", 12, True, 3049040650094403584, "PSE"),
-    ("3632E0965333", 11, False, 3048560232537899008, "P560"),
-    ("3076913644890832896", 15, False, 3049036224189325312, "RM"),
-    ("3651E0529416", 12, False, 3049040650094403584, "PSE"),
-    ("3632E0965334", 11, False, 3048558946648207360, "P550"),
-    ("1369A2021101", 13, True, 3048571730026938368, "PCE"),
+    ("3651E0529415", 12, True, 3049040650094403584, "PSE", 12),            # soon, auto-renewal on
+    ("3632E0965333", 11, False, 3048560232537899008, "P560", 20),          # soon, unprotected
+    ("3076913644890832896", 15, False, 3049036224189325312, "RM", -5),     # expired
+    ("3651E0529416", 12, False, 3049040650094403584, "PSE", 200),          # far off
+    ("3632E0965334", 11, False, 3048558946648207360, "P550", 30),          # the 30-day boundary
+    ("1369A2021101", 13, True, 3048571730026938368, "PCE", None),          # no expiry date
 ]
+PLAN_NAMES = {plan_id: name for plans, _ in CATALOG.values() for plan_id, name in plans}
+
+DEFAULT_EXPIRY = "+365"   # the expiry of a device that names none: a year from the portal's today
+MAX_EXPIRY_DAYS = 36500   # "+N"/"-N": at most a century either way
 
 
-DEFAULT_EXPIRY = "2027-01-31"   # currentPlanExpireDate of a device that names none
+def today_utc():
+    """The portal's today: the UTC date at start-up and at every reset, so a test that reads it
+    from /_control/state never sees the date change under it at midnight."""
+    return datetime.datetime.now(datetime.timezone.utc).date()
+
+
+def expiry_date(spec, today):
+    """currentPlanExpireDate of an expiry spec: "YYYY-MM-DD" as is, "+N"/"-N" days from today,
+    None for a device without one."""
+    if spec is None or DATE_RE.fullmatch(spec):
+        return spec
+    return (today + datetime.timedelta(days=int(spec))).isoformat()
 
 
 def make_device(no, pid, auto, plan, model, expiry=DEFAULT_EXPIRY, n=1, fail=False):
-    """Device number n (from 1): its activation code and creation day follow from n."""
+    """Device number n (from 1): its activation code and creation day follow from n.  Its
+    expiry date is set by dated(), against the portal's today."""
     return {"productNo": no, "productId": pid, "autoRenew": auto, "planId": plan, "model": model,
-            "expiry": expiry, "activationCode": "AC%06d%s" % (n, no[-4:]),
+            "expiry_spec": expiry, "expiry": None, "activationCode": "AC%06d%s" % (n, no[-4:]),
             "createTime": 1704067200000 + (n - 1) * 86400000, "fail": fail}
 
 
-def seed_devices(extra=()):
+def dated(d, today):
+    d["expiry"] = expiry_date(d["expiry_spec"], today)
+    return d
+
+
+def seed_devices(today, extra=()):
     """The seed devices, then those of --devices (a device of the file replaces a seed one)."""
     devices = {}
-    for i, (no, pid, auto, plan, model) in enumerate(SEED_DEVICES):
-        devices[no] = make_device(no, pid, auto, plan, model, n=i + 1)
+    for i, (no, pid, auto, plan, model, days) in enumerate(SEED_DEVICES):
+        spec = None if days is None else "%+d" % days
+        devices[no] = dated(make_device(no, pid, auto, plan, model, spec, n=i + 1), today)
     for d in extra:
-        devices[d["productNo"]] = copy.deepcopy(d)
+        devices[d["productNo"]] = dated(copy.deepcopy(d), today)
     return devices
 
 
@@ -159,6 +183,7 @@ DEVICE_FIELDS = ("productNo", "productId", "planId", "autoRenew", "model", "expi
 DEVICE_REQUIRED = DEVICE_FIELDS[:4]
 PRODUCT_NO_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
 DATE_RE = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})")
+RELATIVE_RE = re.compile(r"[+-][0-9]{1,5}")
 
 
 class DeviceError(Exception):
@@ -197,11 +222,17 @@ def device_from(values, n, strings):
     if type(model) is not str:
         raise DeviceError("model must be a string, got %r" % (model,))
     expiry = values.get("expiry") or DEFAULT_EXPIRY
-    m = DATE_RE.fullmatch(expiry) if type(expiry) is str else None
-    try:
-        datetime.date(*map(int, m.groups()))
-    except (AttributeError, ValueError):
-        raise DeviceError("expiry must be a date YYYY-MM-DD, got %r" % (expiry,))
+    if type(expiry) is str and expiry.strip().lower() == "none":
+        expiry = None
+    elif type(expiry) is str and RELATIVE_RE.fullmatch(expiry) and abs(int(expiry)) <= MAX_EXPIRY_DAYS:
+        pass
+    else:
+        m = DATE_RE.fullmatch(expiry) if type(expiry) is str else None
+        try:
+            datetime.date(*map(int, m.groups()))
+        except (AttributeError, ValueError):
+            raise DeviceError("expiry must be a date YYYY-MM-DD, +N or -N days from today (N up to %d),"
+                              " or none, got %r" % (MAX_EXPIRY_DAYS, expiry))
     return make_device(no, pid, auto, plan, model, expiry, n)
 
 
@@ -585,7 +616,8 @@ class Portal:
             self.config = {"token_lifetime": self.args.token_lifetime, "latency_ms": self.args.latency_ms,
                            "refresh_enabled": True, "billing_contacts": 1, "response_framing": "length"}
             self.chunked_responses = 0   # numbers chunked responses: every second one has a trailer
-            self.devices = seed_devices(self.file_devices)
+            self.today = today_utc()
+            self.devices = seed_devices(self.today, self.file_devices)
             self.users = seed_users()
             self.orders = seed_orders()
             self.created = 0
@@ -839,9 +871,11 @@ class Portal:
         return {"currencyCode": "USD", "totalPrice": 120.5}
 
     def device_record(self, d):
-        return {"activationCode": d["activationCode"], "activationStatus": "activated", "comment": "",
-                "createTime": d["createTime"], "currentPlanExpireDate": d["expiry"],
-                "productId": d["productId"], "productNo": d["productNo"]}
+        record = {"activationCode": d["activationCode"], "activationStatus": "activated", "comment": "",
+                  "createTime": d["createTime"], "productId": d["productId"], "productNo": d["productNo"]}
+        if d["expiry"] is not None:   # "returned conditionally": a device without one omits it
+            record["currentPlanExpireDate"] = d["expiry"]
+        return record
 
     def ep_instance_product_list(self, ctx):
         q = check_query(ctx["pairs"], [("productId", I, True), ("pageNo", I, False), ("pageSize", I, False)])
@@ -851,7 +885,11 @@ class Portal:
     def ep_product_detail(self, ctx):
         q = check_query(ctx["pairs"], [("productNo", S, True), ("productId", I, True)])
         d = self.device(q["productNo"], q["productId"])
-        return dict(sorted(dict(self.device_record(d), autoRenew=d["autoRenew"]).items()))
+        # Modelled (the page is cut off after currentPlanExpireDate): the current plan's ID and name.
+        details = dict(self.device_record(d), autoRenew=d["autoRenew"], planId=d["planId"])
+        if d["planId"] in PLAN_NAMES:
+            details["planName"] = PLAN_NAMES[d["planId"]]
+        return dict(sorted(details.items()))
 
     def ep_product_model(self, ctx):
         q = check_query(ctx["pairs"], [("productId", I, True), ("productNo", S, True)])
@@ -1051,8 +1089,8 @@ class Portal:
         with self.lock:
             for i in range(1, int(count) + 1):
                 no = "%s%06d" % (prefix, i)
-                self.devices[no] = dict(make_device(no, pid, i % 2 == 0, plan, "FLEET",
-                                                    fail=fail_every > 0 and i % fail_every == 0),
+                self.devices[no] = dict(dated(make_device(no, pid, i % 2 == 0, plan, "FLEET",
+                                                          fail=fail_every > 0 and i % fail_every == 0), self.today),
                                         activationCode="ACF%06d" % i, createTime=1717200000000 + i * 1000)
                 out.append({"productNo": no, "productId": pid, "planOrServiceId": plan})
         return {"devices": out}
@@ -1071,7 +1109,7 @@ class Portal:
             raise ControlError(str(e))
         with self.lock:
             for d in added:
-                self.devices[d["productNo"]] = d
+                self.devices[d["productNo"]] = dated(d, self.today)
         return {"devices": [{"productNo": d["productNo"], "productId": d["productId"],
                              "planOrServiceId": d["planId"]} for d in added]}
 
@@ -1081,7 +1119,9 @@ class Portal:
 
     def state(self):
         with self.lock:
-            return {"devices": {no: {k: d[k] for k in ("productId", "planId", "autoRenew", "model", "expiry")}
+            return {"today": self.today.isoformat(),
+                    "devices": {no: {k: d[k] for k in ("productId", "planId", "autoRenew", "model", "expiry")
+                                     if d[k] is not None}
                                 for no, d in self.devices.items()},
                     "orders": [copy.deepcopy(o) for o in self.orders if o["body"] is not None],
                     "users": copy.deepcopy(self.users)}
@@ -1679,7 +1719,9 @@ def main():
                     help="exit when this process ends (test runners: no orphan even if they crash)")
     ap.add_argument("--devices", metavar="FILE",
                     help="more devices: CSV with the header productNo,productId,planId,autoRenew[,model][,expiry]"
-                         ", or a JSON list of such objects (a name ending in .json)")
+                         ", or a JSON list of such objects (a name ending in .json); expiry is YYYY-MM-DD, "
+                         "+N or -N days from the portal's today (UTC, at start and at every reset), or none "
+                         "(default +365)")
     args = ap.parse_args()
 
     # Installed first, so a SIGTERM even during start-up ends in the same clean exit.

@@ -299,11 +299,21 @@ describe("examples #external", function()
       assert.are.equal(0, r.code, r.stderr)
       assert_notice("demo.lua", r)
       assert.matches("3651E0529415 (product 12): auto-renewal is ON", r.stdout, 1, true)
+      -- The audit runs before the fleet step changes anything: the seeds' verdicts (spec/20
+      -- checks each in detail), and --fix only as a dry run.
+      local today = portal:state().today
+      assert.matches(("Summary on %s: 6 devices: 2 ok, 2 expiring unprotected, 1 expired, 1 unknown.")
+        :format(today), r.stdout, 1, true)
+      assert.matches("3632E0965334 +11 +Standard Plan +%d%d%d%d%-%d%d%-%d%d +30 OFF +" ..
+        "expiring_unprotected %(%-%-fix would enable auto%-renewal%)", r.stdout)
+      assert.matches("3076913644890832896  15 +Remote Management Account +%S+ +%-5 OFF +expired", r.stdout)
+      assert.matches("1369A2021101 .* unknown %(the details of 1369A2021101 carry no currentPlanExpireDate%)", r.stdout)
       assert.matches("Summary: 7 devices: 2 already on, 4 enabled now, 1 failed.", r.stdout, 1, true)
       assert.matches("Ordered: orderNo MK3400814131142238208, status succeed", r.stdout, 1, true)
       assert.matches("Found it: orderNo MK3400814131142238208", r.stdout, 1, true)
       assert.matches("Done: every step of the renewal story worked.", r.stdout, 1, true)
       assert.are.equal(1, (requests_to("POST", SAVE_PATH)))
+      assert.are.equal(#OFF_DEVICES, (requests_to("POST", ACTIVE_PATH))) -- the fleet's, not the audit's
       local state = portal:state()
       assert.matches("^demo%-", state.orders[1].poNumber)
       for _, no in ipairs(OFF_DEVICES) do assert.is_true(state.devices[no].autoRenew, no) end

@@ -189,7 +189,8 @@ describe("docs", function()
       local workflows = assert(helpers.read_file("src/workflows.lua"))
       for method, options in pairs { find_order = "FIND_ORDER_OPTIONS",
                                      renew_remote_management = "RENEW_RM_OPTIONS",
-                                     ensure_auto_renewal = "ENSURE_OPTIONS" } do
+                                     ensure_auto_renewal = "ENSURE_OPTIONS",
+                                     renewal_audit = "AUDIT_OPTIONS" } do
         local lua_table = assert(workflows:match("local " .. options .. " = (%b{})"), options)
         local param = assert(types:match("\n(%-%-%-@param %a+%?? {[^\n]*)\n[^\n]*\n?[^\n]*\nfunction Client:"
           .. method .. "%("), method)

@@ -17,6 +17,12 @@ local function tmpdir(tag)
   return dir
 end
 
+-- date + n days (local noon, so no DST shift crosses a day): the portal's default expiry.
+local function add_days(date, n)
+  local y, m, d = date:match("^(%d+)-(%d+)-(%d+)$")
+  return os.date("%Y-%m-%d", os.time { year = tonumber(y), month = tonumber(m), day = tonumber(d) + n, hour = 12 })
+end
+
 local function write(path, text)
   local fh = assert(io.open(path, "wb"))
   fh:write(text)
@@ -166,9 +172,9 @@ describe("make fake-portal #external", function()
     local _, state = s:control("GET", "/_control/state")
     assert.are.same({ productId = 12, planId = "3049040650094403584", autoRenew = false, model = "PSE",
       expiry = "2026-12-31" }, state.devices.SBX0001)
-    -- model and expiry are optional: the product's name and the seed devices' date
+    -- model and expiry are optional: the product's name and a year from the portal's today
     assert.are.same({ productId = 15, planId = "3049036224189325312", autoRenew = true,
-      model = "Remote Management", expiry = "2027-01-31" }, state.devices.SBX0002)
+      model = "Remote Management", expiry = add_days(state.today, 365) }, state.devices.SBX0002)
     -- a device of the file replaces the seed device of that productNo
     assert.are.same({ productId = 12, planId = "3049040650094403584", autoRenew = false, model = "PSE-2",
       expiry = "2025-06-30" }, state.devices["3651E0529415"])
@@ -199,7 +205,7 @@ describe("make fake-portal #external", function()
       .. '   "model": "P550", "expiry": "2028-02-29"}\n]\n', "devices.json")
     local _, state = s:control("GET", "/_control/state")
     assert.are.same({ productId = 12, planId = "3049040650094403584", autoRenew = false,
-      model = "P-Series Software Edition", expiry = "2027-01-31" }, state.devices.J1)
+      model = "P-Series Software Edition", expiry = add_days(state.today, 365) }, state.devices.J1)
     assert.are.equal("2028-02-29", state.devices.J2.expiry)
 
     -- All or nothing: one bad device refuses the request, naming it.
@@ -239,7 +245,7 @@ describe("make fake-portal #external", function()
         ":2: unknown column 'planOrServiceId' (columns: productNo, productId, planId, autoRenew, model, expiry)" },
       { "c.csv", "productNo,productId,planId\n", ":1: the header has no column autoRenew" },
       { "d.csv", "productNo,productId,planId,autoRenew,expiry\nA1,12,1,true,2027-02-30\n",
-        ":2: expiry must be a date YYYY-MM-DD, got '2027-02-30'" },
+        ":2: expiry must be a date YYYY-MM-DD, +N or -N days from today (N up to 36500), or none, got '2027-02-30'" },
       { "e.csv", "productNo,productId,planId,autoRenew\nA1,12,1,true\nA1,12,1,false\n",
         ":3: productNo A1 is listed twice (first at " .. root .. "/e.csv:2)" },
       { "f.csv", "productNo,productId,planId,autoRenew\nA1,99,1,true\n",

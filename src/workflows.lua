@@ -1,5 +1,5 @@
--- workflows.lua: the renewal jobs built on the endpoint methods (paging, order lookup,
--- Remote Management renewal, fleet auto-renewal). Embedded in partner.so at build time.
+-- workflows.lua: the renewal jobs built on the endpoint methods (paging, order lookup, Remote
+-- Management renewal, fleet auto-renewal, renewal audit). Embedded in partner.so at build time.
 local partner, methods, new_error = ...
 
 -- The fixed values of seed 002 (the Remote Management renewal tutorial), kept in one place.
@@ -8,6 +8,26 @@ local REMOTE_MANAGEMENT = {
   plan_name = "Remote Management Account",
   service = { serviceType = "plan", purchaseType = "renew", billingModel = "recurring",
               billingCycle = "annually", multiCycle = 1 },
+}
+
+-- What the renewal audit reads from the portal's records, every field name in one place. Those
+-- marked "modelled" lie where the guide's pages are cut off (README, "Modelled assumptions").
+local AUDIT_FIELDS = {
+  -- Query Available Subscription Products (documented): the products to walk, and their names.
+  product_id = "productId",
+  product_name = "name",
+  -- Query Product List record, modelled: the device's SN. The page is cut off before it; other
+  -- pages say the SN comes from this list.
+  serial = "productNo",
+  -- Get Product Details (documented, "returned conditionally"): the current plan's expiry. Its
+  -- format is modelled: "YYYY-MM-DD", optionally followed by a time, read as a calendar date.
+  expiry = "currentPlanExpireDate",
+  -- Get Product Details, modelled (cut off after currentPlanExpireDate): the current plan's ID,
+  -- which the audit's fix sends as planOrServiceId, and its name.
+  plan_id = "planId",
+  plan_name = "planName",
+  -- Query Auto Renewal Status (documented, seed 001).
+  auto_renew = "autoRenew",
 }
 
 -- Re-raises a caller mistake that the C layer found, at the caller's own line rather than ours.
@@ -352,5 +372,273 @@ function methods:ensure_auto_renewal(devices, opts)
         endpoint = "enable_auto_renewal", message = "the portal did not confirm auto-renewal" })
     end
   end)
+  return report
+end
+
+-- Renewal audit -----------------------------------------------------------------------------
+
+local AUDIT_OPTIONS = { productIds = "table", within_days = "number", concurrency = "number",
+                        fix = "boolean", dry_run = "boolean", today = "string",
+                        on_progress = "function" }
+-- Bounds on what the server sends: a serial as the fake portal models it (letters, digits,
+-- '.', '_', '-'), names short enough for a table cell, and a list that cannot run for ever
+-- (a server repeating one page with a huge totalPage).
+local MAX_SERIAL, MAX_NAME, MAX_DATE_TEXT = 64, 200, 64
+local MAX_RECORDS_PER_PRODUCT = 100000
+local DAYS_IN_MONTH = { 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31 }
+
+-- The day number (days since 1970-01-01) of "YYYY-MM-DD", by calendar arithmetic alone: os.time
+-- reads its table as local time, so a date would move with the machine's time zone. With
+-- allow_time a time may follow ("2027-01-31T23:59:59Z", "2027-01-31 00:00"); only the date counts.
+local function day_number(text, allow_time)
+  if type(text) ~= "string" or #text > MAX_DATE_TEXT then return nil end
+  local y, m, d, rest = text:match("^(%d%d%d%d)%-(%d%d)%-(%d%d)(.*)$")
+  if not y then return nil end
+  if rest ~= "" and not (allow_time and rest:find("^[T ]%d%d:%d%d")) then return nil end
+  y, m, d = tonumber(y), tonumber(m), tonumber(d)
+  local leap = y % 4 == 0 and (y % 100 ~= 0 or y % 400 == 0)
+  if m < 1 or m > 12 or d < 1 or d > ((m == 2 and leap) and 29 or DAYS_IN_MONTH[m]) then
+    return nil
+  end
+  -- Howard Hinnant's days_from_civil: years start in March, so the leap day ends the year.
+  if m <= 2 then y = y - 1 end
+  local era = math.floor(y / 400)
+  local yoe = y - era * 400
+  local doy = math.floor((153 * ((m + 9) % 12) + 2) / 5) + d - 1
+  local doe = yoe * 365 + math.floor(yoe / 4) - math.floor(yoe / 100) + doy
+  return era * 146097 + doe - 719468
+end
+
+-- A string from the server fit for a report cell: bounded, no control characters; else nil.
+local function safe_text(v, max)
+  if type(v) ~= "string" or #v == 0 or #v > max or v:find("%c") then return nil end
+  return v
+end
+
+local function safe_serial(v)
+  v = safe_text(v, MAX_SERIAL)
+  return v and v:find("^[%w%._%-]+$") and v or nil
+end
+
+-- A plan ID from the server, as decoded: an integer, or the decimal string of one beyond the
+-- runtime's integers. Anything else is no plan ID.
+local function safe_plan_id(v)
+  if is_integer(v) then return v > 0 and v or nil end
+  if type(v) == "string" and #v <= 20 and v:find("^%d+$") then return v end
+  return nil
+end
+
+local function audit_error(code, endpoint, message)
+  return new_error { kind = "decode", code = code, endpoint = endpoint, message = message }
+end
+
+-- The verdict of a row whose details and status calls have come back (d, s: batch results).
+-- Every field that can be read is filled in, even for an `unknown` verdict.
+local function judge(row, d, s, today_day, within)
+  local details, status = d.result, s.result
+  local F = AUDIT_FIELDS
+  row.plan = safe_text(field(details, F.plan_name), MAX_NAME)
+  row.planId = safe_plan_id(field(details, F.plan_id))
+  local auto = field(status, F.auto_renew)
+  if type(auto) == "boolean" then row.auto_renew = auto end
+  local raw = field(details, F.expiry)
+  local day = day_number(raw, true)
+  if day then
+    row.expiry, row.days_left = raw:sub(1, 10), day - today_day
+  end
+  if d.err then return "unknown", d.err end
+  if s.err then return "unknown", s.err end
+  if not day then
+    if raw == nil or raw == partner.null then
+      return "unknown", audit_error("no_expiry", "product_details",
+        ("the details of %s carry no %s"):format(row.productNo, F.expiry))
+    end
+    return "unknown", audit_error("bad_expiry", "product_details",
+      ("the %s of %s is not a date YYYY-MM-DD"):format(F.expiry, row.productNo))
+  end
+  if row.auto_renew == nil then
+    return "unknown", audit_error("bad_auto_renew", "auto_renewal_status",
+      ("the auto-renewal status of %s has no boolean %s"):format(row.productNo, F.auto_renew))
+  end
+  if row.days_left < 0 then return "expired" end
+  if row.days_left <= within and row.auto_renew ~= true then return "expiring_unprotected" end
+  return "ok"
+end
+
+-- client:renewal_audit{productIds=, within_days=, concurrency=, fix=, dry_run=, today=,
+-- on_progress=} -> report
+-- Walks every page of each product's device list, fetches every device's details and
+-- auto-renewal status (at most `concurrency` in flight), and gives each device a verdict; with
+-- fix (and dry_run = false), enables auto-renewal where it is off and the plan expires soon.
+function methods:renewal_audit(opts)
+  opts = check_options("renewal_audit", opts, AUDIT_OPTIONS)
+  local within = opts.within_days == nil and 30 or opts.within_days
+  if not (is_integer(within) and within >= 0 and within <= 3650) then
+    error("renewal_audit: option 'within_days' must be an integer from 0 to 3650", 2)
+  end
+  local concurrency = opts.concurrency == nil and 8 or opts.concurrency
+  if not (is_integer(concurrency) and concurrency >= 1 and concurrency <= MAX_CONCURRENCY) then
+    error(("renewal_audit: option 'concurrency' must be an integer from 1 to %d")
+      :format(MAX_CONCURRENCY), 2)
+  end
+  local today = opts.today or os.date("!%Y-%m-%d")
+  local today_day = day_number(today, false)
+  if not today_day then
+    error(("renewal_audit: option 'today' must be a date YYYY-MM-DD (got %q)")
+      :format(today:sub(1, 40)), 2)
+  end
+  if self:is_closed() then error("yeastar.partner: the client is closed", 2) end
+  local wanted
+  if opts.productIds then
+    local n = 0
+    for _ in pairs(opts.productIds) do n = n + 1 end
+    if n ~= #opts.productIds then error("renewal_audit: option 'productIds' must be a list", 2) end
+    wanted = {}
+    for i, id in ipairs(opts.productIds) do
+      local ok = (is_integer(id) or type(id) == "string" or type(id) == "cdata")
+        and pcall(self.prepare, self, "products", { productId = id })
+      if not ok then
+        error(("renewal_audit: option 'productIds' item %d must be an integer or a decimal string"
+          .. " (got %s)"):format(i, type(id) == "string" and ("%q"):format(id:sub(1, 40)) or type(id)), 2)
+      end
+      wanted[i] = id
+    end
+  end
+
+  local dry_run = opts.dry_run ~= false
+  local report = { today = today, within_days = within, total = 0, devices = {},
+                   totals = { ok = 0, expiring_unprotected = 0, expired = 0, unknown = 0 },
+                   incomplete = {} }
+  if opts.fix then report.fixes = { would_enable = 0, enabled = 0, failed = 0 } end
+  local F = AUDIT_FIELDS
+
+  -- The catalogue: the products to walk (unless given) and their names. With productIds given,
+  -- the names are a courtesy: a failure leaves them out.
+  local names, product_ids, seen_product = {}, wanted or {}, {}
+  local catalogue, cerr = call(self, "subscription_products")
+  if type(catalogue) == "table" then
+    for _, p in ipairs(catalogue) do
+      local id = field(p, F.product_id)
+      local usable = (is_integer(id) or type(id) == "string") and pcall(self.prepare, self, "products",
+        { productId = id })
+      if usable then
+        names[id_text(id)] = safe_text(field(p, F.product_name), MAX_NAME)
+        if not wanted and not seen_product[id_text(id)] then
+          seen_product[id_text(id)] = true
+          product_ids[#product_ids + 1] = id
+        end
+      elseif not wanted then
+        report.incomplete[#report.incomplete + 1] = { err = audit_error("bad_record",
+          "subscription_products", "a product of the catalogue has no usable " .. F.product_id) }
+      end
+    end
+  elseif not wanted then
+    report.incomplete[#report.incomplete + 1] = { err = cerr or audit_error("bad_envelope",
+      "subscription_products", "the catalogue of products is not a list") }
+  end
+
+  -- Every page of every product's list. A list that fails part way keeps the devices read so
+  -- far; the product is reported as incomplete. A device listed twice (a list that shifted
+  -- between pages) is audited once.
+  local rows, seen = {}, {}
+  for _, pid in ipairs(product_ids) do
+    local n = 0
+    for record, err in self:each("products", { productId = pid }) do
+      if not record then
+        report.incomplete[#report.incomplete + 1] = { productId = pid, err = err }
+        break
+      end
+      n = n + 1
+      if n > MAX_RECORDS_PER_PRODUCT then
+        report.incomplete[#report.incomplete + 1] = { productId = pid, err = audit_error(
+          "too_many_records", "products", ("the list of product %s goes on past %d devices")
+            :format(id_text(pid), MAX_RECORDS_PER_PRODUCT)) }
+        break
+      end
+      local serial = safe_serial(field(record, F.serial))
+      local key = serial and id_text(pid) .. " " .. serial
+      if not (key and seen[key]) then
+        if key then seen[key] = true end
+        rows[#rows + 1] = { productNo = serial, productId = pid, product = names[id_text(pid)] }
+      end
+    end
+  end
+
+  local total = #rows
+  report.total = total
+  local done = 0
+  local function settle(i, verdict, err)
+    local row = rows[i]
+    row.verdict, row.err = verdict, err
+    report.devices[i] = row
+    report.totals[verdict] = report.totals[verdict] + 1
+    done = done + 1
+    if opts.on_progress then opts.on_progress(done, total, row) end
+  end
+
+  -- Runs one endpoint for the rows at `indices`; on_result gets the row's own index. A callback
+  -- that closed the client leaves them unsent: they fail with kind `closed`.
+  local function run(endpoint, indices, params_of, on_result)
+    if #indices == 0 then return end
+    if self:is_closed() then
+      for _, i in ipairs(indices) do on_result(i, nil, closed_error(endpoint)) end
+      return
+    end
+    local params = {}
+    for j, i in ipairs(indices) do params[j] = params_of(rows[i]) end
+    self:batch(endpoint, params, { concurrency = concurrency,
+      on_result = function(j, result, err) on_result(indices[j], result, err) end })
+  end
+  local function device_of(row) return { productNo = row.productNo, productId = row.productId } end
+
+  local valid = {}
+  for i, row in ipairs(rows) do
+    if row.productNo then
+      valid[#valid + 1] = i
+    else
+      settle(i, "unknown", audit_error("bad_record", "products",
+        ("a device of product %s has no usable %s"):format(id_text(row.productId), F.serial)))
+    end
+  end
+  local details = {}
+  run("product_details", valid, device_of, function(i, result, err)
+    details[i] = { result = result, err = err }
+  end)
+  run("auto_renewal_status", valid, device_of, function(i, result, err)
+    local status = { result = result, err = err }
+    settle(i, judge(rows[i], details[i], status, today_day, within))
+  end)
+
+  if opts.fix then
+    local fixes = report.fixes
+    local function fixed(i, outcome, err)
+      rows[i].fix, rows[i].fix_err = outcome, err
+      fixes[outcome] = fixes[outcome] + 1
+    end
+    local to_enable = {}
+    for i, row in ipairs(rows) do
+      if row.verdict == "expiring_unprotected" then
+        if row.planId == nil then -- the dry run fails here too: no request involved
+          fixed(i, "failed", audit_error("no_plan_id", "product_details",
+            ("the details of %s carry no usable %s to enable auto-renewal with")
+              :format(row.productNo, F.plan_id)))
+        elseif dry_run then
+          fixed(i, "would_enable")
+        else
+          to_enable[#to_enable + 1] = i
+        end
+      end
+    end
+    run("enable_auto_renewal", to_enable, function(row)
+      return { productNo = row.productNo, productId = row.productId, planOrServiceId = row.planId }
+    end, function(i, result, err)
+      if result == true then
+        fixed(i, "enabled")
+      else
+        fixed(i, "failed", err or new_error { kind = "api", code = "not_enabled",
+          endpoint = "enable_auto_renewal", message = "the portal did not confirm auto-renewal" })
+      end
+    end)
+  end
   return report
 end

@@ -215,6 +215,36 @@ function Client:renew_remote_management(options) end
 ---@param options? {concurrency?: integer, dry_run?: boolean, on_progress?: fun(done: integer, total: integer, device: table, outcome: string, err: yeastar.partner.Error?)}
 ---@return yeastar.partner.AutoRenewalReport
 function Client:ensure_auto_renewal(devices, options) end
+
+---@class yeastar.partner.AuditRow
+---@field productNo? string the device's SN; nil for a list record without a usable one
+---@field productId integer|string the product, as walked
+---@field product? string the product's name (subscription_products)
+---@field plan? string the current plan's name (modelled: the details' planName)
+---@field planId? integer|string the current plan's ID (modelled: the details' planId), what the fix sends
+---@field expiry? string the plan's expiry, `YYYY-MM-DD`
+---@field days_left? integer from `today` to the expiry; negative once expired
+---@field auto_renew? boolean
+---@field verdict "ok"|"expiring_unprotected"|"expired"|"unknown"
+---@field err? yeastar.partner.Error why the verdict is `unknown`
+---@field fix? "would_enable"|"enabled"|"failed"
+---@field fix_err? yeastar.partner.Error
+
+---@class yeastar.partner.AuditReport
+---@field today string `YYYY-MM-DD`
+---@field within_days integer
+---@field total integer
+---@field devices yeastar.partner.AuditRow[] in list order
+---@field totals {ok: integer, expiring_unprotected: integer, expired: integer, unknown: integer}
+---@field fixes? {would_enable: integer, enabled: integer, failed: integer} with fix only
+---@field incomplete {productId?: integer|string, err: yeastar.partner.Error}[] lists not walked to the end (no productId: the catalogue)
+
+---Walks every device of the products (every page), reads each one's details and auto-renewal
+---status, and gives it a verdict; with fix, enables auto-renewal where it is off and the plan
+---expires within `within_days` (a dry run unless dry_run = false).
+---@param options? {productIds?: (integer|string)[], within_days?: integer, concurrency?: integer, fix?: boolean, dry_run?: boolean, today?: string, on_progress?: fun(done: integer, total: integer, row: yeastar.partner.AuditRow)}
+---@return yeastar.partner.AuditReport
+function Client:renewal_audit(options) end
 ]]
 
 -- The LuaLS type of a shape node; object nodes become classes named after their path, their
