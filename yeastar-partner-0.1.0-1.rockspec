@@ -33,10 +33,12 @@ build = {
       -- LuaLS definitions into the rock's folder, <tree>/lib/luarocks/rocks-*/yeastar-partner/*/
       TYPES_DIR = "$(PREFIX)/types",
    },
-   -- The examples as commands. LuaRocks copies these after `make install`, whatever the build
-   -- type, and puts a wrapper in the tree's bin/ that runs this rock's Lua on the script.
+   -- The command-line tool and the examples as commands. LuaRocks copies these after `make
+   -- install`, whatever the build type, and puts a wrapper in the tree's bin/ that runs this
+   -- rock's Lua on the script (a file that Lua can load, shebang line and all).
    install = {
       bin = {
+         ["yeastar-partner"] = "bin/yeastar-partner",
          ["yeastar-renew-remote-management"] = "examples/renew_remote_management.lua",
          ["yeastar-ensure-auto-renewal"] = "examples/ensure_auto_renewal.lua",
          ["yeastar-renewal-info"] = "examples/renewal_info.lua",
