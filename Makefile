@@ -120,9 +120,17 @@ memcheck: deps
 # Decoder conformance is part of the suite; `check` adds the time-boxed fuzzers.
 check: test fuzz
 
-bench: deps all
-	$(LUA) bench/fleet_bench.lua
-	$(LUA) bench/json_bench.lua
+# Every ratio of README "Benchmarks" against its reference, measured side by side in one run (a
+# report: it fails only when the harness breaks). It runs on $(LUA) against $(MODULE), starts its
+# own nginx (which loads build/luajit), and builds the raw C libcurl reference into build/bench/.
+# BENCH_REPS (default 5) sets the alternating repetitions; BENCH_QUICK=1 is a smaller smoke run.
+BENCH_RAW = build/bench/raw_curl
+bench: deps all nginx-module $(BENCH_RAW)
+	BENCH_CPATH=./$(BUILD)/?.so BENCH_RAW=$(BENCH_RAW) $(LUA) bench/bench.lua
+
+$(BENCH_RAW): bench/raw_curl.c
+	@mkdir -p $(dir $@)
+	$(CC) -std=c99 -D_POSIX_C_SOURCE=200809L $(WARN) $(OPT) $(CURL_CFLAGS) -o $@ $< $(CURL_LIBS)
 
 # Derived from the endpoint table (src/endpoints.c): the README's method reference (between its
 # markers) and the LuaLS definitions. spec/17-docs_spec.lua fails when either is out of date.

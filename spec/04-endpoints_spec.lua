@@ -943,6 +943,25 @@ describe("endpoints", function()
       assert.equal("name=C%C3%B4te%20d%27Ivoire", r.query)
       assert.same({ { code = "CI", id = 384, name = "Côte d'Ivoire" } }, res.results)
     end)
+
+    -- A single call writes its URL into a fixed buffer when it fits (client.c's endpoint_method):
+    -- URLs of 510 to 513 bytes straddle that buffer's end, and a 1,200-byte query is far past it.
+    it("sends a URL of any length whole, around and past the single call's URL buffer", function()
+      local path = "/user/openapi/area/v1/page"
+      local fixed = #portal.base_url + #path + #"?name="
+      for _, total in ipairs{ 510, 511, 512, 513 } do
+        local name = ("n"):rep(total - fixed)
+        local _, r = ok_call("countries", { name = name })
+        assert.equal(path, r.path)
+        assert.equal("name=" .. name, r.query)
+        portal:reset()
+      end
+      local name = ("\195\188"):rep(200) .. " & x" -- u-umlaut x 200: 6 bytes each once encoded
+      local encoded = ("%C3%BC"):rep(200) .. "%20%26%20x"
+      local _, r, client = ok_call("countries", { name = name })
+      assert.equal("name=" .. encoded, r.query)
+      assert.equal(portal.base_url .. path .. "?name=" .. encoded, client:prepare("countries", { name = name }).url)
+    end)
   end)
 
   endpoint("billing_contacts", function()

@@ -183,7 +183,8 @@ describe("workflows", function()
       assert.has_error(function() c:batch("nope", {}) end,
         "bad argument #1 to 'batch' (unknown endpoint 'nope')")
       assert.has_error(function() c:batch("auto_renewal_status", { helpers.STATUS }, { concurrency = 0 }) end,
-        "batch: bad option 'concurrency' (concurrency: integer 1..256, on_result: function)")
+        "batch: bad option 'concurrency' (concurrency: integer 1..256, on_result: function, "
+        .. "keep_results: boolean)")
       assert.equal(0, #portal:requests())
     end)
   end)

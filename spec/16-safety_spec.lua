@@ -192,7 +192,8 @@ describe("safety", function()
     it("batch: bad options and single calls still raise before any I/O", function()
       local c = helpers.client(portal)
       assert.has_error(function() c:batch("auto_renewal_status", { S }, { concurrency = 0.5 }) end,
-        "batch: bad option 'concurrency' (concurrency: integer 1..256, on_result: function)")
+        "batch: bad option 'concurrency' (concurrency: integer 1..256, on_result: function, "
+        .. "keep_results: boolean)")
       assert.has_error(function() c:auto_renewal_status(TYPO) end,
         "auto_renewal_status: unknown parameter 'productID' (did you mean 'productId'?)")
       assert.equal(0, #portal:requests())

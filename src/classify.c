@@ -43,25 +43,23 @@ static int status_retryable(long status) {
   return status == 408 || status == 429 || status >= 500;
 }
 
-/* Pushes the envelope member `name` as text when it is a string or a number (JSON lets a server
- * send either), else pushes nothing and returns 0. The pushed value stays anchored on the stack:
- * converting a table member in place would leave a pointer into a collectable string. */
-static int push_member_text(lua_State *L, int env, const char *name) {
-  lua_getfield(L, env, name);
+/* Pushes an envelope member as text when it is a string or a number (JSON lets a server send
+ * either) and returns that text, else pushes nothing and returns NULL. The text stays anchored by
+ * the pushed value. */
+static const char *push_member_text(lua_State *L, const json_member *m) {
+  if (m->at == NULL) return NULL;
+  json_push_member(L, m);
   int t = lua_type(L, -1);
-  if (t == LUA_TSTRING) return 1;
-  if (t == LUA_TNUMBER) {
-    lua_tostring(L, -1); /* converts the stack copy, which stays on the stack */
-    return 1;
-  }
+  if (t == LUA_TSTRING || t == LUA_TNUMBER) return lua_tostring(L, -1);
   lua_pop(L, 1);
-  return 0;
+  return NULL;
 }
 
 /* The envelope's `status` when it is an integer HTTP status, else 0. */
-static long member_status(lua_State *L, int env) {
-  lua_getfield(L, env, "status");
+static long member_status(lua_State *L, const json_member *m) {
   long status = 0;
+  if (m->at == NULL) return 0; /* the usual case: only some errors carry one */
+  json_push_member(L, m);
   if (lua_type(L, -1) == LUA_TNUMBER) {
     lua_Number n = lua_tonumber(L, -1);
     if (n >= 100 && n <= 599 && n == (lua_Number)(long)n) status = (long)n;
@@ -92,27 +90,36 @@ yp_outcome yp_classify(lua_State *L, const yp_endpoint *ep, const yp_http_respon
                   r->error == YP_TR_TIMEOUT || r->error == YP_TR_LOST;
     lua_pushstring(L, r->detail);
   } else {
-    int decoded = json_decode(L, r->body ? r->body : "", r->body_len, max_depth, reason,
-                              sizeof reason);
-    int env = decoded && lua_istable(L, -1) ? lua_gettop(L) : 0;
-    int has_code = env && push_member_text(L, env, "code");
-    if (has_code) {
-      const char *code = lua_tostring(L, -1);
+    /* Only the result becomes a Lua value (at top + 1); the other members are read from the
+     * text, and made Lua values only for an error. */
+    json_envelope env;
+    int decoded = json_decode_envelope(L, r->body ? r->body : "", r->body_len, max_depth, reason,
+                                       sizeof reason, &env);
+    size_t plain_len = 0;
+    const char *plain = decoded ? json_member_plain(&env.code, &plain_len) : NULL;
+    const char *code = plain || !decoded ? NULL : push_member_text(L, &env.code);
+    if (plain || code) {
+      /* strcmp for a decoded code: one with an escaped NUL compares as it always has. */
+      int success = plain ? plain_len == 7 && memcmp(plain, "success", 7) == 0
+                          : strcmp(code, "success") == 0;
       int http_ok = r->status >= 200 && r->status < 300;
-      long env_status = member_status(L, env);
+      long env_status = member_status(L, &env.status);
       /* A 2xx whose envelope names an error status is that status (seen: 200 + "status": 500). */
       if (http_ok && env_status) status = env_status;
-      if (push_member_text(L, env, "requestId")) e.request_id = lua_tostring(L, -1);
-      if (status >= 200 && status < 300 && strcmp(code, "success") == 0) {
-        lua_getfield(L, env, "result");
-        if (lua_isnil(L, -1)) { /* no result member: say "done" rather than look like a failure */
-          lua_pop(L, 1);
+      if (status >= 200 && status < 300 && success) {
+        if (lua_isnil(L, top + 1)) { /* no result member: say "done" rather than look like a failure */
           lua_pushboolean(L, 1);
+          lua_replace(L, top + 1);
         }
-        lua_replace(L, top + 1);
         lua_settop(L, top + 1);
         return YP_OUT_DONE;
       }
+      if (plain) {
+        lua_pushlstring(L, plain, plain_len);
+        code = lua_tostring(L, -1);
+      }
+      /* Only an error carries the request ID: a success never reads it. */
+      e.request_id = push_member_text(L, &env.request_id);
       e.status = status;
       e.kind = status == 401 ? YP_KIND_AUTH : YP_KIND_API;
       /* "success" with an error status, or a 2xx with any other code: never a success. */
@@ -121,7 +128,7 @@ yp_outcome yp_classify(lua_State *L, const yp_endpoint *ep, const yp_http_respon
       /* The portal's own refusal (4xx with its envelope) proves nothing was applied; a 408
        * (the server gave up reading) or a 5xx does not. */
       proof = status == 401 || status == 429 || (status >= 400 && status < 500 && status != 408);
-      if (!push_member_text(L, env, "detailMessage")) {
+      if (!push_member_text(L, &env.detail_message)) {
         lua_pushstring(L, e.code);
       } else if (yp_rawlen(L, -1) == 0) {
         lua_pop(L, 1);

@@ -360,9 +360,11 @@ static int endpoint_method(lua_State *L) {
     return guarded(L, c, token_body, (void *)(uintptr_t)ep, 0);
   }
   yp_call k = {ep, {NULL, NULL, NULL, 0}, NULL, 0, 0, 0, 0, 0, 0};
+  char url[512]; /* the call's URL lives here, in this frame, which outlives the call */
   lua_settop(L, 2);
-  yp_build_request(L, push_base_url(L, c), ep, 2, &k.req); /* may run the caller's metamethods */
-  yp_check_open(L, 1);
+  /* may run the caller's metamethods */
+  yp_build_request_in(L, push_base_url(L, c), ep, 2, &k.req, url, sizeof url);
+  if (c->closed) luaL_error(L, "yeastar.partner: the client is closed"); /* as yp_check_open */
   return guarded(L, c, call_body, &k, 0);
 }
 
@@ -395,24 +397,29 @@ static int client_prepare(lua_State *L) {
 /* ---- batch ------------------------------------------------------------------------------ */
 
 #define DEFAULT_CONCURRENCY 8
-#define MAX_CONCURRENCY 256 /* driver_curl.c sizes its slot table by it */
-static int batch_options(lua_State *L, int opts, int *has_callback) {
-  int concurrency = DEFAULT_CONCURRENCY;
-  *has_callback = 0;
-  if (lua_isnoneornil(L, opts)) return concurrency;
+#define MAX_CONCURRENCY 256 /* a batch reserves this many transport slots at most */
+static void batch_options(lua_State *L, int opts, yp_batch *b) {
+  int has_callback = 0;
+  b->concurrency = DEFAULT_CONCURRENCY;
+  b->keep_results = 1;
+  if (lua_isnoneornil(L, opts)) return;
   luaL_checktype(L, opts, LUA_TTABLE);
   for (lua_pushnil(L); lua_next(L, opts); lua_pop(L, 1)) {
     const char *key = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : "?";
     if (strcmp(key, "concurrency") == 0 && yp_isinteger(L, -1) && lua_tointeger(L, -1) >= 1 &&
         lua_tointeger(L, -1) <= MAX_CONCURRENCY)
-      concurrency = (int)lua_tointeger(L, -1);
+      b->concurrency = (int)lua_tointeger(L, -1);
     else if (strcmp(key, "on_result") == 0 && lua_isfunction(L, -1))
-      *has_callback = 1;
+      has_callback = 1;
+    else if (strcmp(key, "keep_results") == 0 && lua_isboolean(L, -1))
+      b->keep_results = lua_toboolean(L, -1);
     else
-      luaL_error(L, "batch: bad option '%s' (concurrency: integer 1..%d, on_result: function)",
-                 key, MAX_CONCURRENCY);
+      luaL_error(L, "batch: bad option '%s' (concurrency: integer 1..%d, on_result: function, "
+                    "keep_results: boolean)", key, MAX_CONCURRENCY);
   }
-  return concurrency;
+  if (!b->keep_results && !has_callback)
+    luaL_error(L, "batch: option 'keep_results' = false needs on_result (the results are "
+                  "handed to it, not kept)");
 }
 
 /* Pushes the error of bulk item `index` (1-based) that fails the checks a single call would
@@ -467,132 +474,87 @@ static int client_invalid_item(lua_State *L) {
   return 1;
 }
 
+/* client:_closed_error(name) -> err: the error of a call the client's close() kept from being
+ * sent, for the cosocket driver's batch, which stops building items once the client is closed. */
+static int client_closed_error(lua_State *L) {
+  yp_check_client(L, 1);
+  yp_push_closed_error(L, check_endpoint(L, 2)->name);
+  return 1;
+}
+
 /* Builds one item's request under lua_pcall, so that a bad item fails alone. Arguments: the
- * endpoint, the base URL, the item (a table), the yp_request to fill; returns url and body. */
+ * endpoint, the base URL, the item (a table), the yp_request to fill, and the scratch buffer the
+ * URL goes in when it fits, with its size; returns url (nil when in the scratch) and body. */
 static int build_item(lua_State *L) {
   const yp_endpoint *ep = (const yp_endpoint *)lua_touserdata(L, 1);
   yp_request *req = (yp_request *)lua_touserdata(L, 4);
-  yp_build_request(L, lua_tostring(L, 2), ep, 3, req);
+  char *scratch = (char *)lua_touserdata(L, 5);
+  yp_build_request_in(L, lua_tostring(L, 2), ep, 3, req, scratch, (size_t)lua_tointeger(L, 6));
   return 2;
 }
 
-/* on_result as the driver calls it when the list had invalid items: the driver ran only the valid
- * ones, so its index j becomes the caller's, the result is filed there, and the caller's
- * on_result (if any) sees the caller's index. Upvalues: j -> index, the results, on_result. */
-static int batch_relay(lua_State *L) {
-  lua_settop(L, 3);
-  lua_rawgeti(L, lua_upvalueindex(1), (int)lua_tointeger(L, 1)); /* 4 */
-  int index = (int)lua_tointeger(L, 4), ok = lua_isnil(L, 3);
-  lua_createtable(L, 0, 1);
-  lua_pushvalue(L, ok ? 2 : 3);
-  lua_setfield(L, -2, ok ? "result" : "err");
-  lua_rawseti(L, lua_upvalueindex(2), index);
-  if (lua_isnil(L, lua_upvalueindex(3))) return 0;
-  lua_pushvalue(L, lua_upvalueindex(3));
-  lua_pushinteger(L, index);
-  lua_pushvalue(L, 2);
-  lua_pushvalue(L, 3);
-  lua_call(L, 3, 0);
+/* The batch's build (see yp_batch): item i of the list, built when a lane is free for it. */
+static int batch_build(lua_State *L, yp_client *c, const yp_batch *b, int i, yp_call *k,
+                       char *scratch, size_t cap) {
+  yp_call fresh = {b->ep, {NULL, NULL, NULL, 0}, NULL, 0, 0, 0, 0, 0, 0};
+  *k = fresh;
+  lua_rawgeti(L, BATCH_LIST, i); /* raw: __index and __len of the list are never consulted */
+  int item = lua_gettop(L);
+  if (lua_istable(L, item)) {
+    lua_pushcfunction(L, build_item);
+    lua_pushlightuserdata(L, (void *)(uintptr_t)b->ep);
+    lua_pushvalue(L, BATCH_BASE_URL);
+    lua_pushvalue(L, item);
+    lua_pushlightuserdata(L, &k->req);
+    lua_pushlightuserdata(L, scratch);
+    lua_pushinteger(L, (lua_Integer)cap);
+    int status = lua_pcall(L, 6, 2, 0); /* may run the caller's metamethods */
+    if (status == YP_LUA_OK) {
+      if (c->closed) /* a metamethod closed it: raise, as a single call does */
+        luaL_error(L, "yeastar.partner: the client is closed");
+      lua_remove(L, item);
+      return 1;
+    }
+    if (status != LUA_ERRRUN) lua_error(L); /* out of memory is no item's fault */
+  } else {
+    lua_pushnil(L);
+  }
+  push_invalid_item(L, b->ep, i, item, lua_tostring(L, item + 1));
+  lua_replace(L, item);
+  lua_settop(L, item);
   return 0;
 }
 
 static int batch_io(lua_State *L, yp_client *c, void *state) {
-  if (lua_gettop(L) == BATCH_RESULTS) return yp_curl_batch(L, c, (yp_batch *)state);
-  /* 4: the results, 5: the invalid items' errors, 6: the caller's on_result or nil. Invalid
-   * items end first, unsent; a close() from their on_result fails the rest as `closed`. */
-  int n = (int)yp_rawlen(L, 5);
-  for (int e = 1; e <= n; e++) {
-    lua_rawgeti(L, 5, e);
-    lua_getfield(L, -1, "index");
-    int index = (int)lua_tointeger(L, -1);
-    lua_pop(L, 1);
-    lua_createtable(L, 0, 1);
-    lua_pushvalue(L, -2);
-    lua_setfield(L, -2, "err");
-    lua_rawseti(L, 4, index);
-    if (!lua_isnil(L, 6)) {
-      lua_pushvalue(L, 6);
-      lua_pushinteger(L, index);
-      lua_pushnil(L);
-      lua_pushvalue(L, -4);
-      lua_call(L, 3, 0);
-    }
-    lua_pop(L, 1);
-  }
-  yp_curl_batch(L, c, (yp_batch *)state);
-  lua_pushvalue(L, 4);
-  return 1;
+  return yp_curl_batch(L, c, (yp_batch *)state);
 }
 
-/* client:batch(name, list, {concurrency=, on_result=}) -> {{result=}|{err=}, ...} in list
- * order, at most `concurrency` requests in flight. Every item is checked before anything is
- * sent: one that a single call would raise for becomes its own {err=} of kind `invalid` and the
- * others run (bulk data must not stop a fleet); bad options or endpoint names still raise. Each
- * item gets the retry policy and deadline of a single call. */
+/* client:batch(name, list, {concurrency=, on_result=, keep_results=}) -> {{result=}|{err=}, ...}
+ * in list order, or {total=, failed=} with keep_results = false. At most `concurrency` items are
+ * under way; each is read and built only when a lane is free for it, so a batch holds no more than
+ * that many requests whatever the list's length. An item that a single call would raise for
+ * becomes its own {err=} of kind `invalid` when it is reached, and the others run (bulk data must
+ * not stop a fleet); bad options or endpoint names still raise, before any I/O. Each item gets the
+ * retry policy and deadline of a single call. */
 static int client_batch(lua_State *L) {
   yp_client *c = yp_check_open(L, 1);
-  const yp_endpoint *ep = check_endpoint(L, 2);
-  luaL_checktype(L, 3, LUA_TTABLE);
   yp_batch b;
-  b.concurrency = batch_options(L, 4, &b.has_callback);
+  b.ep = check_endpoint(L, 2);
+  luaL_checktype(L, 3, LUA_TTABLE);
+  batch_options(L, 4, &b);
+  b.build = batch_build;
+  b.n = (int)yp_rawlen(L, 3);
+  if (b.concurrency > b.n) b.concurrency = b.n > 0 ? b.n : 1;
   lua_settop(L, 4);
-  push_base_url(L, c); /* 5 */
-  int n = (int)yp_rawlen(L, 3), invalid = 0;
-  b.n = 0; /* counts the valid items, which alone go to the driver */
-  b.calls = (yp_call *)yp_newuserdata(L, (size_t)(n ? n : 1) * sizeof *b.calls); /* 6 */
-  b.waiting = (int *)yp_newuserdata(L, (size_t)(n ? n : 1) * sizeof *b.waiting); /* 7 */
-  lua_createtable(L, 2 * n, 0); /* 8: anchors every request's strings */
-  lua_createtable(L, n, 0);     /* 9: each valid call's index in the list */
-  lua_newtable(L);              /* 10: the invalid items' errors */
-  for (int i = 1; i <= n; i++) {
-    lua_rawgeti(L, 3, i); /* 11 */
-    yp_call k = {ep, {NULL, NULL, NULL, 0}, NULL, 0, 0, 0, 0, 0, 0};
-    if (lua_istable(L, 11)) {
-      lua_pushcfunction(L, build_item);
-      lua_pushlightuserdata(L, (void *)(uintptr_t)ep);
-      lua_pushvalue(L, 5);
-      lua_pushvalue(L, 11);
-      lua_pushlightuserdata(L, &k.req);
-      int status = lua_pcall(L, 4, 2, 0); /* may run the caller's metamethods */
-      if (status == YP_LUA_OK) {
-        b.calls[b.n++] = k;
-        lua_rawseti(L, 8, 2 * b.n);
-        lua_rawseti(L, 8, 2 * b.n - 1);
-        lua_pushinteger(L, i);
-        lua_rawseti(L, 9, b.n);
-        lua_pop(L, 1);
-        continue;
-      }
-      if (status != LUA_ERRRUN) lua_error(L); /* out of memory is no item's fault */
-    } else {
-      lua_pushnil(L);
-    }
-    push_invalid_item(L, ep, i, 11, lua_tostring(L, 12));
-    lua_rawseti(L, 10, ++invalid);
-    lua_settop(L, 10);
+  lua_pushvalue(L, 3); /* BATCH_LIST */
+  lua_pushnil(L); /* BATCH_ON_RESULT */
+  if (lua_istable(L, 4)) {
+    lua_pushliteral(L, "on_result");
+    lua_rawget(L, 4); /* raw, as batch_options read it */
+    lua_replace(L, -2);
   }
-  yp_check_open(L, 1); /* a metamethod of an item may have closed it */
-  if (b.concurrency > b.n) b.concurrency = b.n ? b.n : 1;
-  if (!invalid) {
-    lua_pushvalue(L, 4);        /* BATCH_OPTS */
-    lua_createtable(L, n, 0);   /* BATCH_RESULTS */
-    return guarded(L, c, batch_io, &b, 2);
-  }
-  lua_createtable(L, n, 0); /* 11: the results, in the caller's order */
-  if (b.has_callback) lua_getfield(L, 4, "on_result"); /* 12 */
-  else lua_pushnil(L);
-  lua_createtable(L, 0, 1); /* BATCH_OPTS: every valid item's result goes through the relay */
-  lua_pushvalue(L, 9);
-  lua_pushvalue(L, 11);
-  lua_pushvalue(L, 12);
-  lua_pushcclosure(L, batch_relay, 3);
-  lua_setfield(L, -2, "on_result");
-  b.has_callback = 1;
-  lua_createtable(L, b.n, 0); /* BATCH_RESULTS, the driver's own; the relay fills 11 */
-  lua_pushvalue(L, 11);
-  lua_pushvalue(L, 10);
-  lua_pushvalue(L, 12);
-  return guarded(L, c, batch_io, &b, 5);
+  push_base_url(L, c); /* BATCH_BASE_URL */
+  return guarded(L, c, batch_io, &b, 3);
 }
 
 /* ---- registration ----------------------------------------------------------------------- */
@@ -607,6 +569,7 @@ void yp_client_register(lua_State *L) {
                                      {"prepare", client_prepare},
                                      {"batch", client_batch},
                                      {"_invalid_item", client_invalid_item},
+                                     {"_closed_error", client_closed_error},
                                      {NULL, NULL}};
   luaL_newmetatable(L, YP_CLIENT_MT);
   yp_setfuncs(L, meta);

@@ -67,11 +67,15 @@ typedef enum {
   YP_NEXT_FAIL   /* the error is pushed; nothing of this step was sent */
 } yp_next;
 
-/* One attempt's request; yp_attempt_end wipes its Authorization line. */
+/* One attempt's request; yp_attempt_end wipes its Authorization line. The line is built in
+ * auth_buf when it fits (a usual token does), so that a call costs no malloc for it; an
+ * attempt is therefore never copied, only used where it was declared. */
+#define YP_AUTH_INLINE 160
 typedef struct yp_attempt {
   const char *lines[5];
-  char *auth_line;
+  char *auth_line; /* auth_buf, or malloc'd */
   yp_http_request request;
+  char auth_buf[YP_AUTH_INLINE];
 } yp_attempt;
 void yp_attempt_end(yp_attempt *a);
 

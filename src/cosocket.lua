@@ -270,10 +270,13 @@ for name in pairs(partner.endpoints) do
 end
 
 local MAX_CONCURRENCY, DEFAULT_CONCURRENCY = 256, 8
+local unpack = table.unpack or unpack
 local native_batch = methods.batch
 
--- client:batch on light threads: at most `concurrency` calls in flight, results in input order,
--- on_result called as each item ends (it may yield, call the client, or close it).
+-- client:batch on light threads: at most `concurrency` items under way, each read from the list and
+-- built only when a thread is free for it (so the batch holds no more than that many calls, whatever
+-- the list's length); results in input order, or {total, failed} with keep_results = false; on_result
+-- called as each item ends (it may yield, call the client, or close it).
 function methods.batch(self, name, list, opts)
   local info = cosocket_info(self, "batch")
   if not info then return native_batch(self, name, list, opts) end
@@ -284,66 +287,80 @@ function methods.batch(self, name, list, opts)
   if type(list) ~= "table" or (opts ~= nil and type(opts) ~= "table") then
     return native_batch(self, name, list, opts)
   end
-  local concurrency, on_result = DEFAULT_CONCURRENCY, nil
+  local concurrency, on_result, keep = DEFAULT_CONCURRENCY, nil, true
   for k, v in pairs(opts or {}) do
     if k == "concurrency" and type(v) == "number" and v % 1 == 0 and v >= 1 and v <= MAX_CONCURRENCY then
       concurrency = v
     elseif k == "on_result" and type(v) == "function" then
       on_result = v
+    elseif k == "keep_results" and type(v) == "boolean" then
+      keep = v
     else
-      error(("batch: bad option '%s' (concurrency: integer 1..%d, on_result: function)")
+      error(("batch: bad option '%s' (concurrency: integer 1..%d, on_result: function, keep_results: boolean)")
         :format(type(k) == "string" and k or "?", MAX_CONCURRENCY), 2)
     end
   end
-  -- Every item is checked before anything is sent. One that a single call would raise for
-  -- fails alone, unsent, with kind `invalid` (worded by client.c, as under libcurl).
-  local calls, valid, invalid, n = {}, {}, {}, #list
-  for i = 1, n do
-    local item, ok, call = list[i], false, nil
-    if type(item) == "table" then ok, call = pcall(self._call, self, name, item) end
-    if ok then
-      calls[i], valid[#valid + 1] = call, i
-    elseif self:is_closed() then -- an item's metamethod closed it: raise, as client.c does
-      error("yeastar.partner: the client is closed", 2)
-    else
-      invalid[#invalid + 1] = self:_invalid_item(name, i, item, call)
-    end
+  if not keep and not on_result then
+    error("batch: option 'keep_results' = false needs on_result (the results are handed to it, not kept)", 2)
   end
-  local function finish_all()
-    for _, k in pairs(calls) do k:finish() end -- nothing stays in flight
-  end
-  local results, next_item = {}, 1
-  for _, err in ipairs(invalid) do -- they end first, as under libcurl
-    results[err.index] = { err = err }
+  local n, results, failed, next_item = #list, keep and {} or nil, 0, 1
+  local live = {} -- thread number -> its call in flight: finished if the batch ends early
+  local function finish(i, ok, value)
+    if not ok then failed = failed + 1 end
+    if results then results[i] = ok and { result = value } or { err = value } end
     if on_result then
-      local ok, oerr = pcall(on_result, err.index, nil, err)
-      if not ok then finish_all(); error(oerr, 0) end
+      if ok then on_result(i, value, nil) else on_result(i, nil, value) end
     end
   end
-  local function worker()
-    while next_item <= #valid do
-      local i = valid[next_item]
-      next_item = next_item + 1
-      local ok, value = drive(self, info, calls[i])
-      results[i] = ok and { result = value } or { err = value }
-      if on_result then
-        if ok then on_result(i, value, nil) else on_result(i, nil, value) end
+  -- Items are taken in list order. One that a single call would raise for fails alone, unsent,
+  -- with kind `invalid` (worded by client.c, as under libcurl). Once the client is closed nothing
+  -- more is built: each item not yet sent fails with kind closed.
+  local function worker(t)
+    while next_item <= n do
+      local i = next_item
+      next_item = i + 1
+      local item, ok, call = rawget(list, i), false, nil
+      if self:is_closed() then
+        finish(i, false, self:_closed_error(name))
+      else
+        if type(item) == "table" then ok, call = pcall(self._call, self, name, item) end
+        if ok then
+          live[t] = call
+          local done, value = drive(self, info, call)
+          live[t] = nil
+          finish(i, done, value)
+        elseif self:is_closed() then -- the item's metamethod closed it: raise, as client.c does
+          error("yeastar.partner: the client is closed", 0)
+        else
+          finish(i, false, self:_invalid_item(name, i, item, call))
+        end
       end
     end
+    return t -- tells the batch which thread ended
   end
-  local threads = {}
-  for t = 1, math.min(concurrency, #valid) do threads[t] = ngx.thread.spawn(worker) end
+  -- The first thread to fail (an error from on_result, or a client closed by an item) ends the
+  -- batch at once, as with libcurl: the others are killed, their calls finished unsent or abandoned.
+  local threads, spawned = {}, {}
+  for t = 1, math.min(concurrency, n) do
+    spawned[t] = ngx.thread.spawn(worker, t)
+    threads[t] = spawned[t]
+  end
   local failure
-  for t = 1, #threads do
-    local ok, err = ngx.thread.wait(threads[t])
-    if not ok and not failure then -- an on_result error ends the batch, as with libcurl
-      failure = err
-      for u = 1, #threads do ngx.thread.kill(threads[u]) end
+  while #threads > 0 do
+    local ok, value = ngx.thread.wait(unpack(threads))
+    if not ok then
+      failure = value
+      for _, th in ipairs(threads) do ngx.thread.kill(th) end
+      break
+    end
+    for u = 1, #threads do
+      if threads[u] == spawned[value] then table.remove(threads, u) break end
     end
   end
   if failure then
-    finish_all()
+    for _, k in pairs(live) do k:finish() end -- nothing stays in flight
     error(failure, 0)
   end
-  return results
+  if results then return results end
+  return { total = n, failed = failed }
 end

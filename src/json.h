@@ -4,6 +4,7 @@
 #define YP_JSON_H
 
 #include <stddef.h>
+#include <string.h>
 #include "compat.h"
 
 /* Default nesting limit for decoding and encoding; also what a max_depth < 1 means. */
@@ -23,6 +24,33 @@ void json_push_null(lua_State *L);
  * Integers that fit lua_Integer become integers, larger ones the numeral's exact text.
  * It raises only on memory errors. Never echoes input bytes in the message. */
 int json_decode(lua_State *L, const char *text, size_t len, int max_depth, char *err, size_t errlen);
+
+/* The portal's envelope, {"code": ..., "detailMessage": ..., "requestId": ..., "result": ...},
+ * decoded for the classifier without a table for the envelope itself: json_decode_envelope checks
+ * the whole text exactly as json_decode does (same errors, limits and depth), pushes only the
+ * `result` member's value, and locates four members in the text. As in a decoded table, a
+ * repeated member counts by its last occurrence and keys are compared after unescaping. */
+typedef struct json_member {
+  const char *at; /* the value's JSON text inside the decoded text; NULL when absent */
+  size_t len;     /* its length in bytes */
+} json_member;
+typedef struct json_envelope {
+  int object; /* the document is an object; if not, every member is absent */
+  json_member code, status, request_id, detail_message;
+} json_envelope;
+
+/* Like json_decode, but on success pushes the `result` member (nil when the document is not an
+ * object or has none) and fills env. The members point into text: they live as long as it does. */
+int json_decode_envelope(lua_State *L, const char *text, size_t len, int max_depth, char *err,
+                         size_t errlen, json_envelope *env);
+/* Pushes a member's value as json_decode makes it (nil when absent). Raises only on memory errors. */
+void json_push_member(lua_State *L, const json_member *m);
+/* A member that is a string without escapes: its bytes (not NUL-terminated) and count; else NULL. */
+static inline const char *json_member_plain(const json_member *m, size_t *n) {
+  if (m->at == NULL || m->at[0] != '"' || memchr(m->at, '\\', m->len) != NULL) return NULL;
+  *n = m->len - 2;
+  return m->at + 1;
+}
 
 /* A growable buffer owned by a full userdata with __gc, so nothing leaks when a Lua error
  * unwinds mid-build. Memory comes from the state's allocator. */

@@ -36,17 +36,31 @@ static void check_names(lua_State *L, const char *fn, const char *prefix, int t,
                  luaL_typename(L, -1));
     const char *key = lua_tostring(L, -1);
     const yp_field *f, *near = NULL;
-    for (f = fields; f->name; f++) {
-      if (strcmp(f->name, key) == 0) break;
+    for (f = fields; f->name && strcmp(f->name, key) != 0; f++) {
+    }
+    if (f->name) continue;
+    for (f = fields; f->name; f++) /* a typo's case-insensitive match names the suggestion */
       if (strcasecmp(f->name, key) == 0) near = f;
-    }
-    if (!f->name) {
-      if (near)
-        luaL_error(L, "%s: unknown parameter '%s%s' (did you mean '%s%s'?)", fn, prefix, key,
-                   prefix, near->name);
-      luaL_error(L, "%s: unknown parameter '%s%s'", fn, prefix, key);
-    }
+    if (near)
+      luaL_error(L, "%s: unknown parameter '%s%s' (did you mean '%s%s'?)", fn, prefix, key,
+                 prefix, near->name);
+    luaL_error(L, "%s: unknown parameter '%s%s'", fn, prefix, key);
   }
+}
+
+/* The decimal digits of v (with '-'), into out; returns their length. Every call with an ID
+ * goes through here, so no printf. */
+static size_t decimal(char out[24], long long v) {
+  char tmp[24];
+  size_t n = 0, len = 0;
+  unsigned long long u = v < 0 ? 0ull - (unsigned long long)v : (unsigned long long)v;
+  do {
+    tmp[n++] = (char)('0' + u % 10);
+    u /= 10;
+  } while (u);
+  if (v < 0) out[len++] = '-';
+  while (n) out[len++] = tmp[--n];
+  return len;
 }
 
 /* Wire text of an integer parameter, pushed as a string. Floats are accepted only when they
@@ -57,19 +71,19 @@ static void push_integer_text(lua_State *L, const char *fn, const char *name, co
   size_t len;
   if (lua_type(L, idx) == LUA_TNUMBER) {
     if (yp_isinteger(L, idx)) {
-      snprintf(num, sizeof num, "%lld", (long long)lua_tointeger(L, idx));
-    } else {
-      /* A float that is integral within 2^53 (12.0) is taken. Beyond, the digits the caller
-       * wrote may already be gone, which is also where plain numbers stop being exact on 5.1,
-       * 5.2 and LuaJIT: there an integer literal above 2^53 is refused here too. */
-      double d = (double)lua_tonumber(L, idx);
-      if (!(d == floor(d) && fabs(d) <= YP_EXACT_DOUBLE_MAX))
-        luaL_error(L,
-                   "%s: parameter '%s' is a number that cannot hold an exact integer; "
-                   "pass an integer or a decimal string",
-                   fn, name);
-      snprintf(num, sizeof num, "%.0f", d);
+      lua_pushlstring(L, num, decimal(num, (long long)lua_tointeger(L, idx)));
+      return;
     }
+    /* A float that is integral within 2^53 (12.0) is taken. Beyond, the digits the caller
+     * wrote may already be gone, which is also where plain numbers stop being exact on 5.1,
+     * 5.2 and LuaJIT: there an integer literal above 2^53 is refused here too. */
+    double d = (double)lua_tonumber(L, idx);
+    if (!(d == floor(d) && fabs(d) <= YP_EXACT_DOUBLE_MAX))
+      luaL_error(L,
+                 "%s: parameter '%s' is a number that cannot hold an exact integer; "
+                 "pass an integer or a decimal string",
+                 fn, name);
+    snprintf(num, sizeof num, "%.0f", d);
     lua_pushstring(L, num);
     return;
   }
@@ -191,12 +205,17 @@ static void encode_object(lua_State *L, json_buf *b, const char *fn, const char 
   json_buf_add_char(L, b, '}');
 }
 
+/* RFC 3986 unreserved characters, which travel as they are. */
+static int unreserved(unsigned char c) {
+  return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' ||
+         c == '.' || c == '_' || c == '~';
+}
+
 void yp_percent_encode(luaL_Buffer *b, const char *s, size_t n) {
   static const char hex[] = "0123456789ABCDEF";
   for (size_t i = 0; i < n; i++) {
     unsigned char c = (unsigned char)s[i];
-    if ((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' ||
-        c == '.' || c == '_' || c == '~') {
+    if (unreserved(c)) {
       luaL_addchar(b, (char)c);
     } else {
       luaL_addchar(b, '%');
@@ -206,69 +225,121 @@ void yp_percent_encode(luaL_Buffer *b, const char *s, size_t n) {
   }
 }
 
-/* Pushes the percent-encoded text of each path or query parameter, in descriptor order, as a
- * table name -> text, after every check. The URL is then assembled without touching the stack. */
-static void push_url_parts(lua_State *L, const yp_endpoint *ep, int t) {
-  lua_newtable(L);
-  int parts = lua_gettop(L);
+static int in_url(const yp_field *f) {
+  return f->place == YP_PATH || f->place == YP_QUERY;
+}
+
+/* Leaves on the stack, for each path or query parameter in descriptor order, its wire text
+ * before percent-encoding (nil when absent), after every check. The URL is then written from
+ * these slots in one pass, with no table and no intermediate string per parameter. */
+static void push_url_texts(lua_State *L, const yp_endpoint *ep, int t) {
   for (const yp_field *f = ep->params; f->name; f++) {
-    if (f->place != YP_PATH && f->place != YP_QUERY) continue;
+    if (!in_url(f)) continue;
+    luaL_checkstack(L, 4, "yeastar.partner");
     lua_getfield(L, t, f->name);
     if (lua_isnil(L, -1)) {
       if (f->required) luaL_error(L, "%s: parameter '%s' is required", ep->name, f->name);
-      lua_pop(L, 1);
-      continue;
+      continue; /* the nil keeps the parameter's slot */
     }
     push_scalar_text(L, ep->name, f->name, f, -1);
     check_url_safe(L, ep->name, f->name, -1, f->place == YP_PATH);
-    luaL_Buffer b;
-    size_t n;
-    const char *s = lua_tolstring(L, -1, &n);
-    luaL_buffinit(L, &b);
-    yp_percent_encode(&b, s, n);
-    luaL_pushresult(&b);
-    lua_setfield(L, parts, f->name);
-    lua_pop(L, 2);
+    lua_replace(L, -2);
   }
 }
 
-static void push_url(lua_State *L, const char *base_url, const yp_endpoint *ep, int parts) {
-  luaL_Buffer b;
-  luaL_buffinit(L, &b);
-  luaL_addstring(&b, base_url);
+/* A bounded writer: copies what fits in cap bytes, counts everything, so that one pass both
+ * sizes and (when it fits) writes the URL. */
+typedef struct url_out {
+  char *dst;
+  size_t cap, len;
+} url_out;
+
+static void put(url_out *o, const char *s, size_t n) {
+  if (o->len < o->cap) memcpy(o->dst + o->len, s, n < o->cap - o->len ? n : o->cap - o->len);
+  o->len += n;
+}
+
+static void put_encoded(url_out *o, const char *s, size_t n) {
+  static const char hex[] = "0123456789ABCDEF";
+  size_t plain = 0;
+  while (plain < n && unreserved((unsigned char)s[plain])) plain++;
+  put(o, s, plain);
+  for (size_t i = plain; i < n; i++) {
+    unsigned char c = (unsigned char)s[i];
+    char esc[3] = {'%', hex[c >> 4], hex[c & 15]};
+    if (unreserved(c)) put(o, (const char *)&c, 1);
+    else put(o, esc, 3);
+  }
+}
+
+/* The URL from the text slots that push_url_texts left from index `texts` on; returns its length
+ * (without the NUL), of which at most cap bytes were written. Reads the stack, never changes it. */
+static size_t write_url(lua_State *L, const char *base_url, const yp_endpoint *ep, int texts,
+                        char *dst, size_t cap) {
+  url_out o = {dst, cap, 0};
+  size_t n;
+  put(&o, base_url, strlen(base_url));
   for (const char *p = ep->path; *p;) {
     const char *open = strchr(p, '{');
     if (!open) {
-      luaL_addstring(&b, p);
+      put(&o, p, strlen(p));
       break;
     }
-    luaL_addlstring(&b, p, (size_t)(open - p));
+    put(&o, p, (size_t)(open - p));
     const char *close = strchr(open, '}');
-    lua_pushlstring(L, open + 1, (size_t)(close - open - 1));
-    lua_rawget(L, parts);
-    luaL_addvalue(&b);
+    size_t len = (size_t)(close - open - 1);
+    int slot = texts;
+    const yp_field *f = ep->params;
+    for (; f->name; f++) {
+      if (!in_url(f)) continue;
+      if (f->place == YP_PATH && strncmp(f->name, open + 1, len) == 0 && !f->name[len]) break;
+      slot++;
+    }
+    const char *s = f->name ? lua_tolstring(L, slot, &n) : NULL; /* required, so a string */
+    if (s) put_encoded(&o, s, n);
     p = close + 1;
   }
-  char sep = '?';
+  const char *sep = "?";
+  int slot = texts;
   for (const yp_field *f = ep->params; f->name; f++) {
-    if (f->place != YP_QUERY) continue;
-    /* Buffer operations need the buffer's slot on top, so look the value up only to test it. */
-    lua_getfield(L, parts, f->name);
-    int present = !lua_isnil(L, -1);
-    lua_pop(L, 1);
-    if (!present) continue;
-    luaL_addchar(&b, sep);
-    sep = '&';
-    luaL_addstring(&b, f->name);
-    luaL_addchar(&b, '=');
-    lua_getfield(L, parts, f->name);
-    luaL_addvalue(&b);
+    if (!in_url(f)) continue;
+    const char *s = f->place == YP_QUERY ? lua_tolstring(L, slot, &n) : NULL;
+    slot++;
+    if (!s) continue;
+    put(&o, sep, 1);
+    sep = "&";
+    put(&o, f->name, strlen(f->name));
+    put(&o, "=", 1);
+    put_encoded(&o, s, n);
   }
-  luaL_pushresult(&b);
+  return o.len;
 }
 
-void yp_build_request(lua_State *L, const char *base_url, const yp_endpoint *ep, int params_idx,
-                      yp_request *out) {
+/* Pushes the URL as a string, or nil when it fits `scratch` (cap bytes, NUL included) and is
+ * written there; returns the URL's text either way. */
+static const char *push_url(lua_State *L, const char *base_url, const yp_endpoint *ep, int texts,
+                            char *scratch, size_t cap) {
+  char local[512]; /* most URLs are a fraction of this: one pass, one string */
+  char *dst = scratch ? scratch : local;
+  size_t room = scratch ? cap : sizeof local;
+  size_t len = write_url(L, base_url, ep, texts, dst, room);
+  if (len < room) {
+    dst[len] = '\0';
+    if (scratch) {
+      lua_pushnil(L);
+      return scratch;
+    }
+  } else { /* longer: a second pass into memory the collector owns, so an error cannot leak it */
+    dst = (char *)yp_newuserdata(L, len + 1);
+    write_url(L, base_url, ep, texts, dst, len + 1);
+  }
+  lua_pushlstring(L, dst, len);
+  if (dst != local) lua_remove(L, -2);
+  return lua_tostring(L, -1);
+}
+
+void yp_build_request_in(lua_State *L, const char *base_url, const yp_endpoint *ep,
+                         int params_idx, yp_request *out, char *scratch, size_t cap) {
   int top = lua_gettop(L), t;
   if (lua_isnoneornil(L, params_idx)) {
     lua_newtable(L); /* no parameters given: the same checks against an empty table */
@@ -278,9 +349,10 @@ void yp_build_request(lua_State *L, const char *base_url, const yp_endpoint *ep,
     t = yp_absindex(L, params_idx);
   }
   check_names(L, ep->name, "", t, ep->params);
-  push_url_parts(L, ep, t);
-  int parts = lua_gettop(L);
-  push_url(L, base_url, ep, parts);
+  int texts = lua_gettop(L) + 1;
+  push_url_texts(L, ep, t);
+  out->url = push_url(L, base_url, ep, texts, scratch, cap);
+  out->path = out->url + strlen(base_url);
   if (strcmp(ep->method, "POST") == 0 && !(ep->flags & YP_TOKEN)) {
     json_buf *b = json_buf_push(L);
     encode_object(L, b, ep->name, "", t, ep->params, YP_BODY);
@@ -289,8 +361,16 @@ void yp_build_request(lua_State *L, const char *base_url, const yp_endpoint *ep,
   } else {
     lua_pushnil(L);
   }
-  while (lua_gettop(L) > top + 2) lua_remove(L, top + 1); /* keep only url, body */
-  out->url = lua_tostring(L, -2);
-  out->path = out->url + strlen(base_url);
+  int n = lua_gettop(L); /* keep only url, body: n - 1 >= top + 1, so nothing is overwritten */
+  lua_pushvalue(L, n - 1);
+  lua_replace(L, top + 1);
+  lua_pushvalue(L, n);
+  lua_replace(L, top + 2);
+  lua_settop(L, top + 2);
   out->body = lua_tolstring(L, -1, &out->body_len);
+}
+
+void yp_build_request(lua_State *L, const char *base_url, const yp_endpoint *ep, int params_idx,
+                      yp_request *out) {
+  yp_build_request_in(L, base_url, ep, params_idx, out, NULL, 0);
 }

@@ -17,6 +17,11 @@ typedef struct yp_request {
  * body (nil for GET), which own the strings `out` points to. Raises naming ep->name and the field. */
 void yp_build_request(lua_State *L, const char *base_url, const yp_endpoint *ep, int params_idx,
                       yp_request *out);
+/* The same, except that a URL that fits in scratch (cap bytes) is written there and nil pushed
+ * in its place: a single call's URL then costs no allocation and no garbage. scratch must outlive
+ * every use of out->url and out->path. */
+void yp_build_request_in(lua_State *L, const char *base_url, const yp_endpoint *ep,
+                         int params_idx, yp_request *out, char *scratch, size_t cap);
 
 /* Appends s percent-encoded (RFC 3986 unreserved characters kept). */
 void yp_percent_encode(luaL_Buffer *b, const char *s, size_t n);

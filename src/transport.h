@@ -70,9 +70,11 @@ void yp_transport_release_to(yp_transport *t, int mark);
 
 /* submit starts one exchange on a reserved, idle slot (it copies what it needs from req);
  * wait drives all I/O until an exchange of the range [first, first+n) completes and returns its
- * slot, or -1 when none of them is in flight. Completions of other ranges stay flagged. */
+ * slot, -1 when none of them is in flight, or -2 once the monotonic time `until` has passed
+ * (HUGE_VAL: no limit), so that a batch can resume a retry whose pause is over while other
+ * exchanges are still under way. Completions of other ranges stay flagged. */
 int yp_transport_submit(yp_transport *t, int slot, const yp_http_request *req);
-int yp_transport_wait(yp_transport *t, int first, int n);
+int yp_transport_wait(yp_transport *t, int first, int n, double until);
 const yp_http_response *yp_transport_response(yp_transport *t, int slot);
 /* Called once the slot's response has been read: a large body is freed, not kept for reuse. */
 void yp_transport_recycle(yp_transport *t, int slot);

@@ -2,6 +2,7 @@
  * connection pool, so sequential calls and concurrent batches reuse connections and TLS sessions. */
 #include <curl/curl.h>
 #include <errno.h>
+#include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -61,8 +62,10 @@ static size_t on_header(char *data, size_t size, size_t n, void *userdata) {
   slot *s = userdata;
   size_t len = size * n;
   static const char name[] = "retry-after:";
-  if (len > 5 && strncmp(data, "HTTP/", 5) == 0) s->resp.retry_after = -1; /* a new response */
-  if (len > sizeof name - 1 && len < 128 && strncasecmp(data, name, sizeof name - 1) == 0) {
+  if (len > 5 && data[0] == 'H' && strncmp(data, "HTTP/", 5) == 0)
+    s->resp.retry_after = -1; /* a new response */
+  else if (len > sizeof name - 1 && len < 128 && (data[0] | 0x20) == 'r' &&
+           strncasecmp(data, name, sizeof name - 1) == 0) {
     size_t v = sizeof name - 1, end = len;
     while (v < end && (data[v] == ' ' || data[v] == '\t')) v++;
     while (end > v && (data[end - 1] == '\r' || data[end - 1] == '\n' || data[end - 1] == ' ' ||
@@ -163,6 +166,9 @@ int yp_transport_reserve(yp_transport *t, int n) {
       if (!(p[t->nslots] = calloc(1, sizeof **p))) return -1;
       p[t->nslots]->owner = t;
     }
+    /* The pool keeps a connection per slot: libcurl's default (4 per easy handle in the multi
+     * handle) shrinks as a batch's last transfers end, and the next batch would handshake again. */
+    curl_multi_setopt(t->multi, CURLMOPT_MAXCONNECTS, (long)(t->nslots > 4 ? t->nslots : 4));
   }
   t->top = need;
   return need - n;
@@ -187,6 +193,16 @@ void yp_transport_release_to(yp_transport *t, int mark) {
   if (mark < t->top) t->top = mark;
 }
 
+/* Whether list (after its leading "Expect:") holds exactly the lines of `lines`: sequential calls
+ * send the same headers, so the slot's list is kept rather than rebuilt with two allocations per
+ * line. A new token or another Content-Type rebuilds it. */
+static int same_headers(const struct curl_slist *list, const char *const *lines) {
+  if (!list) return 0;
+  for (list = list->next; list && *lines; list = list->next, lines++)
+    if (strcmp(list->data, *lines) != 0) return 0;
+  return !list && !*lines;
+}
+
 int yp_transport_submit(yp_transport *t, int index, const yp_http_request *req) {
   slot *s = t->slots[index];
   if (!s->easy && !(s->easy = new_easy(t, s))) return 0;
@@ -198,22 +214,20 @@ int yp_transport_submit(yp_transport *t, int index, const yp_http_request *req) 
   s->resp.detail[0] = s->errbuf[0] = '\0';
   s->too_large = 0;
 
-  curl_slist_free_all(s->headers);
-  /* "Expect:" stops libcurl from adding Expect: 100-continue to larger bodies. */
-  s->headers = curl_slist_append(NULL, "Expect:");
-  for (const char *const *h = req->headers; s->headers && *h; h++) {
-    struct curl_slist *n = curl_slist_append(s->headers, *h);
-    if (!n) {
-      curl_slist_free_all(s->headers);
-      s->headers = NULL;
-    }
-    s->headers = n;
-  }
-  if (!s->headers) return 0;
-
   CURL *e = s->easy;
+  if (!same_headers(s->headers, req->headers)) {
+    curl_slist_free_all(s->headers);
+    /* "Expect:" stops libcurl from adding Expect: 100-continue to larger bodies. */
+    s->headers = curl_slist_append(NULL, "Expect:");
+    for (const char *const *h = req->headers; s->headers && *h; h++) {
+      struct curl_slist *n = curl_slist_append(s->headers, *h);
+      if (!n) curl_slist_free_all(s->headers);
+      s->headers = n;
+    }
+    curl_easy_setopt(e, CURLOPT_HTTPHEADER, s->headers); /* also when NULL: never a freed list */
+    if (!s->headers) return 0;
+  }
   curl_easy_setopt(e, CURLOPT_URL, req->url);
-  curl_easy_setopt(e, CURLOPT_HTTPHEADER, s->headers);
   curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, req->timeout_ms > 0 ? req->timeout_ms : 1L);
   curl_easy_setopt(e, CURLOPT_FRESH_CONNECT, req->fresh_connection ? 1L : 0L);
   if (strcmp(req->method, "POST") == 0) {
@@ -247,6 +261,11 @@ static const char *env_proxy_name(const char *url) {
  * failures say "proxy", so that the proxy, not the portal, gets looked at. */
 static void classify(slot *s, CURLcode code) {
   yp_http_response *r = &s->resp;
+  if (code == CURLE_OK) { /* the common case needs none of the timings below */
+    r->error = YP_TR_OK;
+    r->maybe_sent = 1;
+    return;
+  }
   const char *proxy = s->owner->config.proxy;
   curl_off_t pretransfer = 0, appconnect = 0;
   long request_size = 0, connect_code = 0;
@@ -263,7 +282,6 @@ static void classify(slot *s, CURLcode code) {
   char why[96] = "";
   r->maybe_sent = 1;
   switch (code) {
-    case CURLE_OK: r->error = YP_TR_OK; return;
     case CURLE_COULDNT_RESOLVE_HOST:
     case CURLE_COULDNT_RESOLVE_PROXY: r->error = YP_TR_DNS; r->maybe_sent = 0; break;
     case CURLE_COULDNT_CONNECT: r->error = YP_TR_CONNECT; r->maybe_sent = 0; break;
@@ -342,7 +360,14 @@ static void drive(yp_transport *t) {
   collect(t);
 }
 
-int yp_transport_wait(yp_transport *t, int first, int n) {
+/* CLOCK_MONOTONIC in seconds: yp_now_mono's clock (core.c), in which `until` is given. */
+static double monotonic_now(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+int yp_transport_wait(yp_transport *t, int first, int n, double until) {
   for (;;) {
     int busy = 0;
     for (int i = first; i < first + n && i < t->top; i++) {
@@ -353,7 +378,13 @@ int yp_transport_wait(yp_transport *t, int first, int n) {
       busy |= t->slots[i]->busy;
     }
     if (!busy) return -1;
-    curl_multi_poll(t->multi, NULL, 0, 250, NULL);
+    int wait_ms = 250;
+    if (until != HUGE_VAL) {
+      double left = until - monotonic_now();
+      if (left <= 0) return -2;
+      if (left * 1000 < wait_ms) wait_ms = (int)(left * 1000) + 1;
+    }
+    curl_multi_poll(t->multi, NULL, 0, wait_ms, NULL);
     drive(t);
   }
 }
@@ -367,7 +398,7 @@ const yp_http_response *yp_transport_perform(yp_transport *t, int index,
   static const yp_http_response no_memory = {0, NULL, 0, -1, YP_TR_OTHER, 0, 0, "out of memory"};
   if (!yp_transport_submit(t, index, req)) return &no_memory;
   drive(t);
-  if (yp_transport_wait(t, index, 1) != index) return &no_memory; /* cannot happen: it was busy */
+  if (yp_transport_wait(t, index, 1, HUGE_VAL) != index) return &no_memory; /* cannot happen: it was busy */
   return &t->slots[index]->resp;
 }
 

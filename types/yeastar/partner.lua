@@ -158,11 +158,12 @@ function Client:is_closed() end
 ---@return {method: string, url: string, path: string, body: string?}
 function Client:prepare(name, params) end
 
----One endpoint for every parameter table of `list`, at most `concurrency` in flight.
+---One endpoint for every parameter table of `list`, at most `concurrency` under way, each item built
+---when a slot is free for it. With `keep_results = false` (it needs `on_result`) nothing is kept.
 ---@param name yeastar.partner.EndpointName
 ---@param list table[] parameter tables
----@param options? {concurrency?: integer, on_result?: fun(i: integer, result: any, err: yeastar.partner.Error?)}
----@return {result?: any, err?: yeastar.partner.Error}[] results in input order
+---@param options? {concurrency?: integer, on_result?: fun(i: integer, result: any, err: yeastar.partner.Error?), keep_results?: boolean}
+---@return {result?: any, err?: yeastar.partner.Error}[]|{total: integer, failed: integer} results in input order, or the totals
 function Client:batch(name, list, options) end
 
 ---The records of a paged list, one page fetched at a time; on failure `false, err` once.
