@@ -82,6 +82,27 @@ local function call(self, name, params)
   return self[name](self, params)
 end
 
+-- Runs one endpoint for the items at `indices` of a workflow, params_of(i) giving each one's
+-- parameters; on_result gets the item's own index. A callback that closed the client leaves
+-- them unsent: each then ends with kind `closed`, as the unsent items of a batch do.
+local function batch_at(self, endpoint, indices, params_of, concurrency, on_result)
+  if #indices == 0 then return end
+  if self:is_closed() then
+    for _, i in ipairs(indices) do on_result(i, nil, closed_error(endpoint)) end
+    return
+  end
+  local params = {}
+  for j, i in ipairs(indices) do params[j] = params_of(i) end
+  self:batch(endpoint, params, { concurrency = concurrency,
+    on_result = function(j, result, err) on_result(indices[j], result, err) end })
+end
+
+-- Enable Auto-renewal answers true when it worked; any other answer is a failure.
+local function not_enabled_error()
+  return new_error { kind = "api", code = "not_enabled", endpoint = "enable_auto_renewal",
+    message = "the portal did not confirm auto-renewal" }
+end
+
 -- Strict option tables, as for partner.new: a typo raises instead of being ignored.
 local function check_options(fname, opts, allowed)
   if opts == nil then return {} end
@@ -314,17 +335,9 @@ function methods:ensure_auto_renewal(devices, opts)
     done = done + 1
     if opts.on_progress then opts.on_progress(done, total, devices[i], outcome, err) end
   end
-  -- Runs one endpoint for the devices at `indices`; on_result gets the device's own index. A
-  -- callback that closed the client leaves these unsent: they fail with kind `closed`.
   local function run(endpoint, indices, on_result)
-    if self:is_closed() then
-      for _, i in ipairs(indices) do settle(i, "failed", closed_error(endpoint)) end
-      return
-    end
-    local params = {}
-    for j, i in ipairs(indices) do params[j] = requests[endpoint][i] end
-    self:batch(endpoint, params, { concurrency = concurrency,
-      on_result = function(j, result, err) on_result(indices[j], result, err) end })
+    batch_at(self, endpoint, indices, function(i) return requests[endpoint][i] end, concurrency,
+      on_result)
   end
 
   -- Every device is checked for both requests before any I/O; the malformed ones are settled
@@ -368,8 +381,7 @@ function methods:ensure_auto_renewal(devices, opts)
     if result == true then
       settle(i, "enabled")
     else
-      settle(i, "failed", err or new_error { kind = "api", code = "not_enabled",
-        endpoint = "enable_auto_renewal", message = "the portal did not confirm auto-renewal" })
+      settle(i, "failed", err or not_enabled_error())
     end
   end)
   return report
@@ -576,18 +588,9 @@ function methods:renewal_audit(opts)
     if opts.on_progress then opts.on_progress(done, total, row) end
   end
 
-  -- Runs one endpoint for the rows at `indices`; on_result gets the row's own index. A callback
-  -- that closed the client leaves them unsent: they fail with kind `closed`.
   local function run(endpoint, indices, params_of, on_result)
-    if #indices == 0 then return end
-    if self:is_closed() then
-      for _, i in ipairs(indices) do on_result(i, nil, closed_error(endpoint)) end
-      return
-    end
-    local params = {}
-    for j, i in ipairs(indices) do params[j] = params_of(rows[i]) end
-    self:batch(endpoint, params, { concurrency = concurrency,
-      on_result = function(j, result, err) on_result(indices[j], result, err) end })
+    batch_at(self, endpoint, indices, function(i) return params_of(rows[i]) end, concurrency,
+      on_result)
   end
   local function device_of(row) return { productNo = row.productNo, productId = row.productId } end
 
@@ -635,8 +638,7 @@ function methods:renewal_audit(opts)
       if result == true then
         fixed(i, "enabled")
       else
-        fixed(i, "failed", err or new_error { kind = "api", code = "not_enabled",
-          endpoint = "enable_auto_renewal", message = "the portal did not confirm auto-renewal" })
+        fixed(i, "failed", err or not_enabled_error())
       end
     end)
   end
