@@ -161,7 +161,7 @@ describe("nginx harness #nginx", function()
   describe("cosocket TLS to the fake portal", function()
     local function tls(port)
       local status, body = server:get("/tls?port=" .. port)
-      assert.are.equal(200, status, body)
+      assert.are.equal(200, status, body .. server:_logs_tail(20))
       return body
     end
 
@@ -188,7 +188,7 @@ describe("nginx harness #nginx", function()
       local ok, status, body = pcall(other.get, other, "/tls?port=" .. portal.port)
       other:stop()
       assert(ok, status)
-      assert.are.equal(200, status, body)
+      assert.are.equal(200, status, body .. other:_logs_tail(20)) -- still readable after stop()
       -- OpenSSL 3 says 21 "unable to verify the first certificate" (20 "unable to get local
       -- issuer certificate" in other versions).
       assert.truthy(body:find("^handshake failed: 2[01]: unable to "), body)
