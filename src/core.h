@@ -45,8 +45,7 @@ typedef struct yp_call {
   double deadline, not_before;
 } yp_call;
 
-double yp_now_mono(void);
-double yp_now_wall(void);
+double yp_now_wall(void); /* yp_now_mono: transport.h */
 void yp_wipe_free(char **p);
 char *yp_dup_or_raise(lua_State *L, const char *s);
 void yp_drop_tokens(yp_client *c);

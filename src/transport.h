@@ -75,6 +75,8 @@ void yp_transport_release_to(yp_transport *t, int mark);
  * exchanges are still under way. Completions of other ranges stay flagged. */
 int yp_transport_submit(yp_transport *t, int slot, const yp_http_request *req);
 int yp_transport_wait(yp_transport *t, int first, int n, double until);
+/* The monotonic clock of every deadline and pause, in seconds (core.c). */
+double yp_now_mono(void);
 const yp_http_response *yp_transport_response(yp_transport *t, int slot);
 /* Called once the slot's response has been read: a large body is freed, not kept for reuse. */
 void yp_transport_recycle(yp_transport *t, int slot);

@@ -360,13 +360,6 @@ static void drive(yp_transport *t) {
   collect(t);
 }
 
-/* CLOCK_MONOTONIC in seconds: yp_now_mono's clock (core.c), in which `until` is given. */
-static double monotonic_now(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 int yp_transport_wait(yp_transport *t, int first, int n, double until) {
   for (;;) {
     int busy = 0;
@@ -380,7 +373,7 @@ int yp_transport_wait(yp_transport *t, int first, int n, double until) {
     if (!busy) return -1;
     int wait_ms = 250;
     if (until != HUGE_VAL) {
-      double left = until - monotonic_now();
+      double left = until - yp_now_mono();
       if (left <= 0) return -2;
       if (left * 1000 < wait_ms) wait_ms = (int)(left * 1000) + 1;
     }
