@@ -19,8 +19,9 @@ typedef struct slot {
   struct yp_transport *owner;
   CURL *easy;
   struct curl_slist *headers;
-  int busy;     /* added to the multi handle */
-  int finished; /* completed, not yet collected by wait or perform */
+  char *url;    /* the URL last given to the handle */
+  int index;    /* in the transport's slots */
+  int busy;     /* added to the multi handle; once completed, on the done list until taken */
   int too_large;
   size_t body_cap;
   yp_http_response resp;
@@ -33,6 +34,9 @@ struct yp_transport {
   slot **slots; /* each slot allocated once, so libcurl's pointers to it stay valid */
   int nslots;    /* allocated */
   int top;       /* reserved: slots [0, top) belong to calls under way */
+  int *done;     /* finished slots in completion order, ndone of them: wait takes from here
+                  * instead of looking at every slot of a wide batch for each completion */
+  int ndone;
 };
 
 #define KEEP_BODY_MAX (64 * 1024) /* a larger response buffer is freed once it has been read */
@@ -139,10 +143,12 @@ void yp_transport_free(yp_transport *t) {
       curl_easy_cleanup(s->easy);
     }
     curl_slist_free_all(s->headers);
+    free(s->url);
     free(s->resp.body);
     free(s);
   }
   free(t->slots);
+  free(t->done);
   curl_multi_cleanup(t->multi);
   if (t->config.proxy) {
     volatile char *p = (volatile char *)(uintptr_t)t->config.proxy; /* may hold a password */
@@ -162,9 +168,13 @@ int yp_transport_reserve(yp_transport *t, int n) {
     slot **p = realloc(t->slots, (size_t)need * sizeof *p);
     if (!p) return -1;
     t->slots = p;
+    int *done = realloc(t->done, (size_t)need * sizeof *done); /* a slot is on it at most once */
+    if (!done) return -1;
+    t->done = done;
     for (; t->nslots < need; t->nslots++) {
       if (!(p[t->nslots] = calloc(1, sizeof **p))) return -1;
       p[t->nslots]->owner = t;
+      p[t->nslots]->index = t->nslots;
     }
     /* The pool keeps a connection per slot: libcurl's default (4 per easy handle in the multi
      * handle) shrinks as a batch's last transfers end, and the next batch would handshake again. */
@@ -184,10 +194,14 @@ void yp_transport_recycle(yp_transport *t, int index) {
 }
 
 void yp_transport_release_to(yp_transport *t, int mark) {
+  int kept = 0;
+  for (int i = 0; i < t->ndone; i++)
+    if (t->done[i] < mark) t->done[kept++] = t->done[i];
+  t->ndone = kept;
   for (int i = mark; i < t->top; i++) {
     slot *s = t->slots[i];
     if (s->busy) curl_multi_remove_handle(t->multi, s->easy);
-    s->busy = s->finished = 0;
+    s->busy = 0;
     yp_transport_recycle(t, i);
   }
   if (mark < t->top) t->top = mark;
@@ -227,7 +241,13 @@ int yp_transport_submit(yp_transport *t, int index, const yp_http_request *req) 
     curl_easy_setopt(e, CURLOPT_HTTPHEADER, s->headers); /* also when NULL: never a freed list */
     if (!s->headers) return 0;
   }
-  curl_easy_setopt(e, CURLOPT_URL, req->url);
+  /* libcurl parses a URL again each time it is set: a batch of the same endpoint and
+   * parameters, or sequential status checks, set it once. */
+  if (!s->url || strcmp(s->url, req->url) != 0) {
+    free(s->url);
+    if (!(s->url = strdup(req->url))) return 0;
+    curl_easy_setopt(e, CURLOPT_URL, req->url);
+  }
   curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, req->timeout_ms > 0 ? req->timeout_ms : 1L);
   curl_easy_setopt(e, CURLOPT_FRESH_CONNECT, req->fresh_connection ? 1L : 0L);
   if (strcmp(req->method, "POST") == 0) {
@@ -238,7 +258,6 @@ int yp_transport_submit(yp_transport *t, int index, const yp_http_request *req) 
   }
   if (curl_multi_add_handle(t->multi, e) != CURLM_OK) return 0;
   s->busy = 1;
-  s->finished = 0;
   return 1;
 }
 
@@ -336,7 +355,7 @@ static void classify(slot *s, CURLcode code) {
            s->errbuf[0] ? s->errbuf : curl_easy_strerror(code));
 }
 
-/* Moves completed transfers from libcurl's queue to their slots' `finished` flag. */
+/* Moves completed transfers from libcurl's queue to the done list. */
 static void collect(yp_transport *t) {
   CURLMsg *m;
   int queued;
@@ -350,7 +369,7 @@ static void collect(yp_transport *t) {
     classify(s, code);
     curl_multi_remove_handle(t->multi, s->easy);
     s->busy = 0;
-    s->finished = 1;
+    t->done[t->ndone++] = s->index;
   }
 }
 
@@ -360,16 +379,24 @@ static void drive(yp_transport *t) {
   collect(t);
 }
 
+/* Takes the first finished slot of [first, first+n) off the done list, or returns -1. Other
+ * ranges' completions stay on it, in order, for the call that owns them. */
+static int take_done(yp_transport *t, int first, int n) {
+  for (int i = 0; i < t->ndone; i++) {
+    int index = t->done[i];
+    if (index < first || index >= first + n) continue;
+    memmove(t->done + i, t->done + i + 1, (size_t)(t->ndone - i - 1) * sizeof *t->done);
+    t->ndone--;
+    return index;
+  }
+  return -1;
+}
+
 int yp_transport_wait(yp_transport *t, int first, int n, double until) {
   for (;;) {
-    int busy = 0;
-    for (int i = first; i < first + n && i < t->top; i++) {
-      if (t->slots[i]->finished) {
-        t->slots[i]->finished = 0;
-        return i;
-      }
-      busy |= t->slots[i]->busy;
-    }
+    int index = take_done(t, first, n), busy = 0;
+    if (index >= 0) return index;
+    for (int i = first; i < first + n && i < t->top && !busy; i++) busy = t->slots[i]->busy;
     if (!busy) return -1;
     int wait_ms = 250;
     if (until != HUGE_VAL) {
