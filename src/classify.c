@@ -58,7 +58,14 @@ static const char *push_member_text(lua_State *L, const json_member *m) {
 /* The envelope's `status` when it is an integer HTTP status, else 0. */
 static long member_status(lua_State *L, const json_member *m) {
   long status = 0;
+  size_t i;
   if (m->at == NULL) return 0; /* the usual case: only some errors carry one */
+  /* Up to three plain digits (the portal's "status":200) are the integer they spell: the text
+   * is already checked JSON, so no leading zero. Anything else is read as the decoder reads it. */
+  for (i = 0; i < m->len && i < 4 && m->at[i] >= '0' && m->at[i] <= '9'; i++)
+    status = status * 10 + (m->at[i] - '0');
+  if (i == m->len && i <= 3) return status >= 100 && status <= 599 ? status : 0;
+  status = 0;
   json_push_member(L, m);
   if (lua_type(L, -1) == LUA_TNUMBER) {
     lua_Number n = lua_tonumber(L, -1);

@@ -482,14 +482,21 @@ static int client_closed_error(lua_State *L) {
   return 1;
 }
 
+/* What build_item needs, handed over as one light userdata: each value pushed for the pcall
+ * costs, once per item. */
+typedef struct build_args {
+  const yp_endpoint *ep;
+  const char *base_url; /* anchored at BATCH_BASE_URL */
+  yp_request *req;      /* to fill */
+  char *scratch;        /* the URL goes here when it fits (cap bytes) */
+  size_t cap;
+} build_args;
+
 /* Builds one item's request under lua_pcall, so that a bad item fails alone. Arguments: the
- * endpoint, the base URL, the item (a table), the yp_request to fill, and the scratch buffer the
- * URL goes in when it fits, with its size; returns url (nil when in the scratch) and body. */
+ * build_args and the item (a table); returns url (nil when in the scratch) and body. */
 static int build_item(lua_State *L) {
-  const yp_endpoint *ep = (const yp_endpoint *)lua_touserdata(L, 1);
-  yp_request *req = (yp_request *)lua_touserdata(L, 4);
-  char *scratch = (char *)lua_touserdata(L, 5);
-  yp_build_request_in(L, lua_tostring(L, 2), ep, 3, req, scratch, (size_t)lua_tointeger(L, 6));
+  const build_args *a = (const build_args *)lua_touserdata(L, 1);
+  yp_build_request_in(L, a->base_url, a->ep, 2, a->req, a->scratch, a->cap);
   return 2;
 }
 
@@ -501,14 +508,11 @@ static int batch_build(lua_State *L, yp_client *c, const yp_batch *b, int i, yp_
   lua_rawgeti(L, BATCH_LIST, i); /* raw: __index and __len of the list are never consulted */
   int item = lua_gettop(L);
   if (lua_istable(L, item)) {
+    build_args a = {b->ep, lua_tostring(L, BATCH_BASE_URL), &k->req, scratch, cap};
     lua_pushcfunction(L, build_item);
-    lua_pushlightuserdata(L, (void *)(uintptr_t)b->ep);
-    lua_pushvalue(L, BATCH_BASE_URL);
+    lua_pushlightuserdata(L, &a);
     lua_pushvalue(L, item);
-    lua_pushlightuserdata(L, &k->req);
-    lua_pushlightuserdata(L, scratch);
-    lua_pushinteger(L, (lua_Integer)cap);
-    int status = lua_pcall(L, 6, 2, 0); /* may run the caller's metamethods */
+    int status = lua_pcall(L, 2, 2, 0); /* may run the caller's metamethods */
     if (status == YP_LUA_OK) {
       if (c->closed) /* a metamethod closed it: raise, as a single call does */
         luaL_error(L, "yeastar.partner: the client is closed");

@@ -725,6 +725,16 @@ static const unsigned char *dec_string(decoder *d, const unsigned char *p, int m
   }
 }
 
+/* dec_string(d, p, DS_CHECK), with the usual string (ASCII, no escape, no control byte) read here
+ * rather than through the full reader's setup. */
+static const unsigned char *check_string(decoder *d, const unsigned char *p) {
+  const unsigned char *q = p + 1, *end = d->end;
+  while (end - q >= 8 && !word_special(q)) q += 8;
+  while (q < end && string_class[*q] == SC_PLAIN) q++;
+  if (q < end && *q == '"') return q + 1;
+  return dec_string(d, p, DS_CHECK); /* escapes, UTF-8 and every error */
+}
+
 static int is_digit(unsigned c) {
   return c - '0' < 10;
 }
@@ -939,13 +949,22 @@ static const unsigned char *envelope_key(decoder *d, const unsigned char *p, jso
   members[2] = &env->status;
   members[3] = &env->request_id;
   members[4] = &env->detail_message;
-  /* Nearly always one of the names, unescaped: then the bytes say it without decoding them. */
-  for (i = 0; i < 5; i++) {
+  /* Nearly always one of the names, unescaped: then the bytes say it without decoding them. Its
+   * first letters pick the one name it can be (result and requestId differ at the third). */
+  switch (avail >= 4 ? p[1] : 0) {
+  case 'r': i = p[3] == 's' ? 0 : 3; break;
+  case 'c': i = 1; break;
+  case 's': i = 2; break;
+  case 'd': i = 4; break;
+  default: i = 5;
+  }
+  if (i < 5) {
     size_t n = names[i].len;
     if (avail >= n + 2 && p[n + 1] == '"' && memcmp(p + 1, names[i].name, n) == 0) {
       lua_pushnil(d->L);
       p += n + 2;
-      break;
+    } else {
+      i = 5;
     }
   }
   if (i == 5) { /* any other key, or one of the names spelt with escapes */
@@ -997,7 +1016,7 @@ value:
   if (member != NULL && (cur.kind & FR_ENVELOPE)) {
     member->at = (const char *)p;
     if (*p == '"') { /* located, not pushed */
-      if ((p = dec_string(&d, p, DS_CHECK)) == NULL) goto fail;
+      if ((p = check_string(&d, p)) == NULL) goto fail;
       goto after;
     }
   }

@@ -25,20 +25,33 @@ static int wrong_type(lua_State *L, const char *fn, const char *name, const yp_f
                     luaL_typename(L, idx));
 }
 
-/* Every table key must name a field: a typo such as productID would otherwise be dropped silently. */
+/* Where a call's parameter values are read from. A table without a metatable is read once, by
+ * the name check's own lua_next pass, into one stack slot per field: exactly what a lua_getfield
+ * per field would give, for much less. With a metatable, __index may compute values and run
+ * code, so each value is read with lua_getfield when it is needed, in the order it always was. */
+typedef struct params {
+  int t;      /* the table */
+  int values; /* stack index of the first field's slot; 0: read with lua_getfield */
+} params;
+
+/* Every table key must name a field: a typo such as productID would otherwise be dropped silently.
+ * With `values`, each key's value is also stored in its field's slot (values + field index). */
 static void check_names(lua_State *L, const char *fn, const char *prefix, int t,
-                        const yp_field *fields) {
+                        const yp_field *fields, int values) {
   lua_pushnil(L);
   while (lua_next(L, t)) {
-    lua_pop(L, 1);
-    if (lua_type(L, -1) != LUA_TSTRING)
+    if (lua_type(L, -2) != LUA_TSTRING)
       luaL_error(L, "%s: %sparameter names must be strings (got %s)", fn, prefix,
-                 luaL_typename(L, -1));
-    const char *key = lua_tostring(L, -1);
+                 luaL_typename(L, -2));
+    const char *key = lua_tostring(L, -2);
     const yp_field *f, *near = NULL;
-    for (f = fields; f->name && strcmp(f->name, key) != 0; f++) {
+    for (f = fields; f->name && (f->name[0] != key[0] || strcmp(f->name, key) != 0); f++) {
     }
-    if (f->name) continue;
+    if (f->name) {
+      if (values) lua_replace(L, values + (int)(f - fields));
+      else lua_pop(L, 1);
+      continue;
+    }
     for (f = fields; f->name; f++) /* a typo's case-insensitive match names the suggestion */
       if (strcasecmp(f->name, key) == 0) near = f;
     if (near)
@@ -63,15 +76,24 @@ static size_t decimal(char out[24], long long v) {
   return len;
 }
 
-/* Wire text of an integer parameter, pushed as a string. Floats are accepted only when they
- * are exact: above 2^53 a double has already lost digits of the ID it was meant to carry. */
-static void push_integer_text(lua_State *L, const char *fn, const char *name, const yp_field *f,
-                              int idx) {
-  char num[32];
-  size_t len;
-  if (lua_type(L, idx) == LUA_TNUMBER) {
+/* A scalar parameter's wire text, before any escaping: the bytes of the Lua string at its index
+ * (anchored there), digits written into num, or a literal. Nothing is pushed, so a call's IDs
+ * cost no Lua string of their own. */
+typedef struct scalar {
+  const char *s; /* NULL: the parameter is absent */
+  size_t n;
+  char num[24];
+} scalar;
+
+/* Wire text of an integer parameter. Floats are accepted only when they are exact: above 2^53 a
+ * double has already lost digits of the ID it was meant to carry. */
+static void integer_text(lua_State *L, const char *fn, const char *name, const yp_field *f,
+                         int idx, int type, scalar *out) {
+  out->s = out->num;
+  if (type == LUA_TNUMBER) {
     if (yp_isinteger(L, idx)) {
-      lua_pushlstring(L, num, decimal(num, (long long)lua_tointeger(L, idx)));
+      out->n = decimal(out->num, (long long)lua_tointeger(L, idx));
+      out->num[out->n] = '\0'; /* a path parameter's checks read it as a C string */
       return;
     }
     /* A float that is integral within 2^53 (12.0) is taken. Beyond, the digits the caller
@@ -83,15 +105,15 @@ static void push_integer_text(lua_State *L, const char *fn, const char *name, co
                  "%s: parameter '%s' is a number that cannot hold an exact integer; "
                  "pass an integer or a decimal string",
                  fn, name);
-    snprintf(num, sizeof num, "%.0f", d);
-    lua_pushstring(L, num);
+    /* at most 17 characters: 2^53 has 16 digits */
+    out->n = (size_t)snprintf(out->num, sizeof out->num, "%.0f", d);
     return;
   }
-  if ((len = yp_int64_cdata_digits(L, idx, num)) > 0) {
-    lua_pushlstring(L, num, len);
+  if ((out->n = yp_int64_cdata_digits(L, idx, out->num)) > 0) {
+    out->num[out->n] = '\0'; /* at most 21 characters */
     return;
   }
-  if (lua_type(L, idx) != LUA_TSTRING) wrong_type(L, fn, name, f, idx);
+  if (type != LUA_TSTRING) wrong_type(L, fn, name, f, idx);
   size_t n;
   const char *s = lua_tolstring(L, idx, &n);
   size_t i = (n > 0 && s[0] == '-') ? 1 : 0, digits = n - i;
@@ -100,56 +122,62 @@ static void push_integer_text(lua_State *L, const char *fn, const char *name, co
   if (!ok)
     luaL_error(L, "%s: parameter '%s' must be an integer or a decimal string (got \"%s\")", fn,
                name, n > 40 ? "..." : s);
-  lua_pushvalue(L, idx);
+  out->s = s;
+  out->n = n;
 }
 
-/* Wire text of a string parameter, pushed. A number is taken as its decimal text under the
- * integer rule above (IDs such as productId often arrive as numbers, even as 12.0). */
-static void push_string_text(lua_State *L, const char *fn, const char *name, const yp_field *f,
-                             int idx) {
-  if (lua_type(L, idx) == LUA_TNUMBER || lua_type(L, idx) == YP_TCDATA) {
-    push_integer_text(L, fn, name, f, idx);
+/* Wire text of a string parameter. A number is taken as its decimal text under the integer rule
+ * above (IDs such as productId often arrive as numbers, even as 12.0). */
+static void string_text(lua_State *L, const char *fn, const char *name, const yp_field *f,
+                        int idx, int type, scalar *out) {
+  if (type == LUA_TNUMBER || type == YP_TCDATA) {
+    integer_text(L, fn, name, f, idx, type, out);
     return;
   }
-  if (lua_type(L, idx) != LUA_TSTRING) wrong_type(L, fn, name, f, idx);
-  size_t n;
-  const char *s = lua_tolstring(L, idx, &n);
-  if (!json_utf8_valid(s, n)) luaL_error(L, "%s: parameter '%s' is not valid UTF-8", fn, name);
-  lua_pushvalue(L, idx);
+  if (type != LUA_TSTRING) wrong_type(L, fn, name, f, idx);
+  out->s = lua_tolstring(L, idx, &out->n);
+  if (!json_utf8_valid(out->s, out->n))
+    luaL_error(L, "%s: parameter '%s' is not valid UTF-8", fn, name);
 }
 
 /* A value that reaches the URL must not smuggle in a header line or a different request. */
-static void check_url_safe(lua_State *L, const char *fn, const char *name, int idx, int in_path) {
-  size_t n;
-  const char *s = lua_tolstring(L, idx, &n);
+static void check_url_safe(lua_State *L, const char *fn, const char *name, const scalar *v,
+                           int in_path) {
+  const char *s = v->s;
+  size_t n = v->n;
   for (size_t i = 0; i < n; i++)
     if (s[i] == '\r' || s[i] == '\n' || s[i] == '\0')
       luaL_error(L, "%s: parameter '%s' must not contain CR, LF or NUL", fn, name);
   if (!in_path) return;
   if (n == 0) luaL_error(L, "%s: parameter '%s' must not be empty", fn, name);
+  /* s has no NUL (checked above), so the C string functions see all of it */
   if (strcmp(s, ".") == 0 || strcmp(s, "..") == 0 || strpbrk(s, "/\\?#%"))
     luaL_error(L, "%s: parameter '%s' would change the request path (\"%s\")", fn, name,
                n > 40 ? "..." : s);
 }
 
-static void push_scalar_text(lua_State *L, const char *fn, const char *name, const yp_field *f,
-                             int idx) {
-  if (f->type == YP_INTEGER) push_integer_text(L, fn, name, f, idx);
-  else if (f->type == YP_STRING) push_string_text(L, fn, name, f, idx);
-  else if (lua_type(L, idx) == LUA_TBOOLEAN) lua_pushstring(L, lua_toboolean(L, idx) ? "true" : "false");
-  else wrong_type(L, fn, name, f, idx);
+/* type: lua_type(L, idx), which the caller has at hand. */
+static void scalar_text(lua_State *L, const char *fn, const char *name, const yp_field *f,
+                        int idx, int type, scalar *out) {
+  if (f->type == YP_INTEGER) integer_text(L, fn, name, f, idx, type, out);
+  else if (f->type == YP_STRING) string_text(L, fn, name, f, idx, type, out);
+  else if (type == LUA_TBOOLEAN) {
+    out->s = lua_toboolean(L, idx) ? "true" : "false";
+    out->n = strlen(out->s);
+  } else wrong_type(L, fn, name, f, idx);
 }
 
-static void encode_object(lua_State *L, json_buf *b, const char *fn, const char *prefix, int t,
-                          const yp_field *fields, int place);
+static void encode_object(lua_State *L, json_buf *b, const char *fn, const char *prefix,
+                          const params *p, const yp_field *fields, int place);
 
 static void encode_value(lua_State *L, json_buf *b, const char *fn, const char *name,
                          const yp_field *f, int idx) {
   idx = yp_absindex(L, idx);
   if (f->type == YP_OBJECT) {
     if (!lua_istable(L, idx)) wrong_type(L, fn, name, f, idx);
+    params nested = {idx, 0};
     lua_pushfstring(L, "%s.", name);
-    encode_object(L, b, fn, lua_tostring(L, -1), idx, f->fields, 0);
+    encode_object(L, b, fn, lua_tostring(L, -1), &nested, f->fields, 0);
     lua_pop(L, 1);
     return;
   }
@@ -166,49 +194,69 @@ static void encode_value(lua_State *L, json_buf *b, const char *fn, const char *
         luaL_error(L, "%s: parameter '%s[%d]' must be a table (got %s)", fn, name, (int)i,
                    luaL_typename(L, -2));
       if (i > 1) json_buf_add_char(L, b, ',');
-      encode_object(L, b, fn, lua_tostring(L, -1), yp_absindex(L, -2), f->fields, 0);
+      params item = {yp_absindex(L, -2), 0};
+      encode_object(L, b, fn, lua_tostring(L, -1), &item, f->fields, 0);
       lua_pop(L, 2);
     }
     json_buf_add_char(L, b, ']');
     return;
   }
-  push_scalar_text(L, fn, name, f, idx);
-  size_t n;
-  const char *s = lua_tolstring(L, -1, &n);
-  if (f->type == YP_STRING) json_buf_add_string(L, b, s, n);
-  else json_buf_add(L, b, s, n);
-  lua_pop(L, 1);
+  scalar v;
+  scalar_text(L, fn, name, f, idx, lua_type(L, idx), &v);
+  if (f->type == YP_STRING) json_buf_add_string(L, b, v.s, v.n);
+  else json_buf_add(L, b, v.s, v.n);
 }
 
 /* Writes the members of `fields` that belong to `place` (0 = nested object) in table order. */
-static void encode_object(lua_State *L, json_buf *b, const char *fn, const char *prefix, int t,
-                          const yp_field *fields, int place) {
+static void encode_object(lua_State *L, json_buf *b, const char *fn, const char *prefix,
+                          const params *p, const yp_field *fields, int place) {
   int first = 1;
-  if (place == 0) check_names(L, fn, prefix, t, fields);
+  if (place == 0) check_names(L, fn, prefix, p->t, fields, 0);
   json_buf_add_char(L, b, '{');
   for (const yp_field *f = fields; f->name; f++) {
     if (f->place != place) continue;
-    lua_getfield(L, t, f->name);
-    lua_pushfstring(L, "%s%s", prefix, f->name);
-    const char *name = lua_tostring(L, -1);
-    if (lua_isnil(L, -2)) {
+    if (p->values) lua_pushvalue(L, p->values + (int)(f - fields));
+    else lua_getfield(L, p->t, f->name);
+    /* a top-level name is the field's own: no string to make */
+    const char *name = *prefix ? lua_pushfstring(L, "%s%s", prefix, f->name) : f->name;
+    int value = *prefix ? -2 : -1;
+    if (lua_isnil(L, value)) {
       if (f->required) luaL_error(L, "%s: parameter '%s' is required", fn, name);
     } else {
       if (!first) json_buf_add_char(L, b, ',');
       first = 0;
       json_buf_add_string(L, b, f->name, strlen(f->name));
       json_buf_add_char(L, b, ':');
-      encode_value(L, b, fn, name, f, -2);
+      encode_value(L, b, fn, name, f, value);
     }
-    lua_pop(L, 2);
+    lua_pop(L, *prefix ? 2 : 1);
   }
   json_buf_add_char(L, b, '}');
 }
 
-/* RFC 3986 unreserved characters, which travel as they are. */
+/* RFC 3986 unreserved characters, which travel as they are: A-Z a-z 0-9 - . _ ~. A table: every
+ * byte of every URL parameter is looked up here. */
+static const unsigned char url_plain[256] = {
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 0,
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0,
+    0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 1,
+    0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 1, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+};
+
 static int unreserved(unsigned char c) {
-  return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' ||
-         c == '.' || c == '_' || c == '~';
+  return url_plain[c];
 }
 
 void yp_percent_encode(luaL_Buffer *b, const char *s, size_t n) {
@@ -229,21 +277,28 @@ static int in_url(const yp_field *f) {
   return f->place == YP_PATH || f->place == YP_QUERY;
 }
 
-/* Leaves on the stack, for each path or query parameter in descriptor order, its wire text
- * before percent-encoding (nil when absent), after every check. The URL is then written from
- * these slots in one pass, with no table and no intermediate string per parameter. */
-static void push_url_texts(lua_State *L, const yp_endpoint *ep, int t) {
+/* Fills texts[] with the wire text of each path or query parameter in descriptor order (s NULL
+ * when absent), after every check. The values stay on the stack, so the texts stay valid; the
+ * URL is then written from them in one pass. */
+static void url_texts(lua_State *L, const yp_endpoint *ep, const params *p, scalar *texts) {
   for (const yp_field *f = ep->params; f->name; f++) {
     if (!in_url(f)) continue;
-    luaL_checkstack(L, 4, "yeastar.partner");
-    lua_getfield(L, t, f->name);
-    if (lua_isnil(L, -1)) {
-      if (f->required) luaL_error(L, "%s: parameter '%s' is required", ep->name, f->name);
-      continue; /* the nil keeps the parameter's slot */
+    scalar *v = texts++;
+    int idx;
+    if (p->values) {
+      idx = p->values + (int)(f - ep->params);
+    } else {
+      lua_getfield(L, p->t, f->name); /* left on the stack: it anchors the text */
+      idx = lua_gettop(L);
     }
-    push_scalar_text(L, ep->name, f->name, f, -1);
-    check_url_safe(L, ep->name, f->name, -1, f->place == YP_PATH);
-    lua_replace(L, -2);
+    int type = lua_type(L, idx);
+    v->s = NULL;
+    if (type == LUA_TNIL) {
+      if (f->required) luaL_error(L, "%s: parameter '%s' is required", ep->name, f->name);
+      continue;
+    }
+    scalar_text(L, ep->name, f->name, f, idx, type, v);
+    check_url_safe(L, ep->name, f->name, v, f->place == YP_PATH);
   }
 }
 
@@ -272,13 +327,12 @@ static void put_encoded(url_out *o, const char *s, size_t n) {
   }
 }
 
-/* The URL from the text slots that push_url_texts left from index `texts` on; returns its length
- * (without the NUL), of which at most cap bytes were written. Reads the stack, never changes it. */
-static size_t write_url(lua_State *L, const char *base_url, const yp_endpoint *ep, int texts,
-                        char *dst, size_t cap) {
+/* The URL from texts (see url_texts); returns its length (without the NUL), of which at most cap
+ * bytes were written. */
+static size_t write_url(const char *base_url, size_t base_len, const yp_endpoint *ep,
+                        const scalar *texts, char *dst, size_t cap) {
   url_out o = {dst, cap, 0};
-  size_t n;
-  put(&o, base_url, strlen(base_url));
+  put(&o, base_url, base_len);
   for (const char *p = ep->path; *p;) {
     const char *open = strchr(p, '{');
     if (!open) {
@@ -288,86 +342,92 @@ static size_t write_url(lua_State *L, const char *base_url, const yp_endpoint *e
     put(&o, p, (size_t)(open - p));
     const char *close = strchr(open, '}');
     size_t len = (size_t)(close - open - 1);
-    int slot = texts;
+    const scalar *v = texts;
     const yp_field *f = ep->params;
     for (; f->name; f++) {
       if (!in_url(f)) continue;
       if (f->place == YP_PATH && strncmp(f->name, open + 1, len) == 0 && !f->name[len]) break;
-      slot++;
+      v++;
     }
-    const char *s = f->name ? lua_tolstring(L, slot, &n) : NULL; /* required, so a string */
-    if (s) put_encoded(&o, s, n);
+    if (f->name && v->s) put_encoded(&o, v->s, v->n); /* required, so present */
     p = close + 1;
   }
   const char *sep = "?";
-  int slot = texts;
   for (const yp_field *f = ep->params; f->name; f++) {
     if (!in_url(f)) continue;
-    const char *s = f->place == YP_QUERY ? lua_tolstring(L, slot, &n) : NULL;
-    slot++;
-    if (!s) continue;
+    const scalar *v = texts++;
+    if (f->place != YP_QUERY || !v->s) continue;
     put(&o, sep, 1);
     sep = "&";
     put(&o, f->name, strlen(f->name));
     put(&o, "=", 1);
-    put_encoded(&o, s, n);
+    put_encoded(&o, v->s, v->n);
   }
   return o.len;
 }
 
-/* Pushes the URL as a string, or nil when it fits `scratch` (cap bytes, NUL included) and is
- * written there; returns the URL's text either way. */
-static const char *push_url(lua_State *L, const char *base_url, const yp_endpoint *ep, int texts,
-                            char *scratch, size_t cap) {
+/* Writes the URL into scratch (cap bytes, NUL included) when it fits and returns scratch; else
+ * (or without scratch) stores it as a string in stack slot `slot` and returns its text. */
+static const char *url_into(lua_State *L, const char *base_url, size_t base_len,
+                            const yp_endpoint *ep, const scalar *texts, char *scratch, size_t cap,
+                            int slot) {
   char local[512]; /* most URLs are a fraction of this: one pass, one string */
   char *dst = scratch ? scratch : local;
   size_t room = scratch ? cap : sizeof local;
-  size_t len = write_url(L, base_url, ep, texts, dst, room);
+  size_t len = write_url(base_url, base_len, ep, texts, dst, room);
   if (len < room) {
     dst[len] = '\0';
-    if (scratch) {
-      lua_pushnil(L);
-      return scratch;
-    }
+    if (scratch) return scratch;
   } else { /* longer: a second pass into memory the collector owns, so an error cannot leak it */
     dst = (char *)yp_newuserdata(L, len + 1);
-    write_url(L, base_url, ep, texts, dst, len + 1);
+    write_url(base_url, base_len, ep, texts, dst, len + 1);
   }
   lua_pushlstring(L, dst, len);
-  if (dst != local) lua_remove(L, -2);
-  return lua_tostring(L, -1);
+  lua_replace(L, slot);
+  return lua_tostring(L, slot); /* the userdata, if any, goes with the caller's settop */
 }
 
 void yp_build_request_in(lua_State *L, const char *base_url, const yp_endpoint *ep,
                          int params_idx, yp_request *out, char *scratch, size_t cap) {
-  int top = lua_gettop(L), t;
-  if (lua_isnoneornil(L, params_idx)) {
-    lua_newtable(L); /* no parameters given: the same checks against an empty table */
-    t = lua_gettop(L);
-  } else {
+  int top = lua_gettop(L), given = !lua_isnoneornil(L, params_idx), nfields = 0, nurl = 0;
+  params p = {0, 0};
+  if (given) {
     luaL_checktype(L, params_idx, LUA_TTABLE);
-    t = yp_absindex(L, params_idx);
+    p.t = yp_absindex(L, params_idx);
   }
-  check_names(L, ep->name, "", t, ep->params);
-  int texts = lua_gettop(L) + 1;
-  push_url_texts(L, ep, t);
-  out->url = push_url(L, base_url, ep, texts, scratch, cap);
-  out->path = out->url + strlen(base_url);
+  for (const yp_field *f = ep->params; f->name; f++) {
+    nfields++;
+    nurl += in_url(f);
+  }
+  luaL_checkstack(L, nfields + 8, "yeastar.partner");
+  lua_settop(L, top + 2); /* the slots of the url and the body, nil until made */
+  if (!given) {
+    lua_newtable(L); /* no parameters given: the same checks against an empty table */
+    p.t = top + 3;
+  }
+  if (lua_getmetatable(L, p.t)) {
+    lua_pop(L, 1);
+  } else {
+    p.values = lua_gettop(L) + 1;
+    lua_settop(L, p.values + nfields - 1); /* one nil per field, until check_names fills it */
+  }
+  check_names(L, ep->name, "", p.t, ep->params, p.values);
+  scalar local[8]; /* endpoints have at most a few URL parameters */
+  scalar *texts = nurl <= 8 ? local : (scalar *)yp_newuserdata(L, (size_t)nurl * sizeof *texts);
+  url_texts(L, ep, &p, texts);
+  size_t base_len = strlen(base_url);
+  out->url = url_into(L, base_url, base_len, ep, texts, scratch, cap, top + 1);
+  out->path = out->url + base_len;
+  out->body = NULL;
+  out->body_len = 0;
   if (strcmp(ep->method, "POST") == 0 && !(ep->flags & YP_TOKEN)) {
     json_buf *b = json_buf_push(L);
-    encode_object(L, b, ep->name, "", t, ep->params, YP_BODY);
+    encode_object(L, b, ep->name, "", &p, ep->params, YP_BODY);
     lua_pushlstring(L, b->data, b->len);
-    lua_remove(L, -2);
-  } else {
-    lua_pushnil(L);
+    lua_replace(L, top + 2);
+    out->body = lua_tolstring(L, top + 2, &out->body_len);
   }
-  int n = lua_gettop(L); /* keep only url, body: n - 1 >= top + 1, so nothing is overwritten */
-  lua_pushvalue(L, n - 1);
-  lua_replace(L, top + 1);
-  lua_pushvalue(L, n);
-  lua_replace(L, top + 2);
   lua_settop(L, top + 2);
-  out->body = lua_tolstring(L, -1, &out->body_len);
 }
 
 void yp_build_request(lua_State *L, const char *base_url, const yp_endpoint *ep, int params_idx,
