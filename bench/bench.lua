@@ -3,25 +3,29 @@
 -- harness itself breaks, never for a missed goal.
 --
 -- What it runs (see README "Benchmarks" for the goals and how to read the table):
---   sequential  the module's blocking libcurl driver, N calls of auto_renewal_status, vs
---               build/bench/raw_curl (bench/raw_curl.c): one reused easy handle, the same GET
+--   sequential  the module's blocking libcurl driver, calls of auto_renewal_status (in
+--               bench/module_serve.lua), vs build/bench/raw_curl (bench/raw_curl.c): one reused
+--               easy handle, the same GET
 --   batch       client:batch at concurrency 8, 32, 128 vs raw_curl's curl_multi at the same width
 --   codec       partner.json_decode/json_encode vs lua-cjson (bench/codec.lua)
 --   fleet       ensure_auto_renewal over 2,000 devices against a server answering after 100 ms,
 --               libcurl driver here and cosocket driver inside nginx, vs requests x 100 ms / c
 --   memory      bench/memory.lua in child processes: batch peak RSS, RSS over repeated work
 -- The server is nginx on 127.0.0.1 (bench/api_nginx.conf) with the fake portal's certificate
--- (the portal is started only for its CA and certificate). Each repetition of a pair is several
--- short runs of each side, interleaved (pairs_of), so that load from elsewhere on a shared machine
--- hurts both sides alike; the sequential and batch rows also come as CPU-time ratios, which such
--- load disturbs far less.
+-- (the portal is started only for its CA and certificate). The sequential and batch rows run three
+-- warmed processes that keep their connections: raw_curl, the module (bench/module_serve.lua) and
+-- a second raw_curl, and interleave many short runs of the three (interleaved): load from
+-- elsewhere on a shared machine then falls on all sides alike, and the second raw_curl against the
+-- first (A/A) shows how precise the row's ratios are. They also come as CPU-time ratios.
 --
 -- Environment: BENCH_REPS (repetitions, default 5), BENCH_QUICK=1 (fewer requests, 2 repetitions,
 -- fleet 500 devices: a smoke run, not the goals' conditions), BENCH_ONLY=seq,batch,codec,fleet,
 -- memory (a subset), BENCH_CPATH (this runtime's module, default ./build/?.so), BENCH_JIT_CPATH
 -- (nginx's, default ./build/luajit/?.so), BENCH_RAW (default build/bench/raw_curl),
 -- BENCH_NGINX_WORKERS (the API server's workers, default 1), BENCH_SEQ_N and BENCH_BATCH_M (the
--- requests of one sequential / batch repetition, default 5,000 / 20,000: larger ones for a profile).
+-- requests of one short sequential / batch run, default 20 / 8 rounds of the width but at least 250),
+-- BENCH_SEQ_RUNS and BENCH_BATCH_RUNS (such runs of each side in one repetition, default 480 / as
+-- many as make 48,000 items; best a multiple of 6, see ORDERS).
 -- Portable Lua 5.1-5.4 and LuaJIT; run from the repository root.
 package.path = "./?.lua;./bench/?.lua;" .. package.path
 local CPATH = os.getenv("BENCH_CPATH") or "./build/?.so"
@@ -39,10 +43,23 @@ local QUICK = os.getenv("BENCH_QUICK") == "1"
 local REPS = tonumber(os.getenv("BENCH_REPS") or (QUICK and "2" or "5"))
 local ONLY = {}
 for part in (os.getenv("BENCH_ONLY") or "seq,batch,codec,fleet,memory"):gmatch("[^,%s]+") do ONLY[part] = true end
-local SEQ_N = tonumber(os.getenv("BENCH_SEQ_N") or (QUICK and 1000 or 5000))
-local BATCH_M = tonumber(os.getenv("BENCH_BATCH_M") or (QUICK and 4000 or 20000))
+-- A repetition of a sequential / batch row: many short runs of each side, interleaved, in SESSIONS
+-- sessions of freshly started processes (see interleaved). The spread of such runs hardly shrinks
+-- with their length on a shared machine, so they are as short as they can be while still measuring
+-- the thing itself: 20 calls, or a batch of 8 rounds (at least 250 items), so that the pace of a
+-- running batch outweighs its start and end. Each side runs about 9,600 calls resp. 48,000 batch
+-- items in a repetition.
+local SESSIONS = QUICK and 1 or 4
+local SEQ_N = tonumber(os.getenv("BENCH_SEQ_N") or 20)
+local SEQ_RUNS = tonumber(os.getenv("BENCH_SEQ_RUNS") or (QUICK and 60 or 480))
+local BATCH_PER_REP = QUICK and 6000 or 48000
+local function batch_shape(width) -- the items of one run, and the runs of a repetition
+  local m = tonumber(os.getenv("BENCH_BATCH_M")) or math.max(250, 8 * width)
+  local unit = 6 * SESSIONS -- every session runs whole cycles of ORDERS
+  local runs = tonumber(os.getenv("BENCH_BATCH_RUNS")) or math.max(1, math.floor(BATCH_PER_REP / m / unit + 0.5)) * unit
+  return m, runs
+end
 local WIDTHS = { 8, 32, 128 }
-local CHUNKS = QUICK and 2 or 4 -- interleaved runs of each side in one repetition (pairs_of)
 local FLEET = QUICK and 500 or 2000
 local FLEET_OFF_EVERY = 16 -- api_nginx.conf: auto-renewal off for every 16th device
 local LATENCY = 0.1
@@ -114,8 +131,9 @@ end
 
 local portal, api
 local drivers_by_width = {} -- the cosocket nginx of each fleet concurrency
+local servers = {} -- the sides of the sequential and batch rows (spawn)
 local function stop_all()
-  for _, d in pairs(drivers_by_width) do d:stop() end
+  for i = #servers, 1, -1 do servers[i]:stop() end
   if api then api:stop() end
   if portal then portal:stop() end
 end
@@ -182,6 +200,76 @@ local function raw(args)
   return wall, cpu
 end
 
+-- The sides of a sequential or batch row, each a process of its own that is warmed up once and then
+-- told over a FIFO how many requests to run, again and again, over the same handles and
+-- connections: `raw_curl serve` (bench/raw_curl.c) and bench/module_serve.lua, which speak the same
+-- protocol (a count per line in; "ready", then a "WALL CPU" line per count, out). Their stdout comes
+-- back through io.popen; the shell prints its PID first and then becomes the server (exec), so the
+-- PID is the server's. stop(): end of input, then KILL by PID should it not exit within 5 s (the PID
+-- stays ours until io.popen's close reaps it), then the FIFO's directory is removed.
+local Server = {}
+Server.__index = Server
+
+local function process_state(pid)
+  local stat = read_file_or_nil("/proc/" .. pid .. "/stat")
+  return stat and stat:match("^.*%)%s+(%S)") -- nil: gone; "Z": exited, not yet reaped
+end
+
+function Server:fail(what)
+  local err = read_file_or_nil(self.dir .. "/stderr") or ""
+  self:stop()
+  error(("%s: %s: %s"):format(self.label, what, err:sub(-2000)), 0)
+end
+
+-- Starts the server's shell, which waits (in its open of the FIFO) for connect(). All the sides of a
+-- row are spawned before any is connected, so that no server inherits another's FIFO writer (which
+-- would keep that one from ever seeing the end of its input).
+local function spawn(label, command)
+  local dir, code = helpers.run("mktemp -d -t yeastar-bench.XXXXXX")
+  assert(code == 0 and dir:find("yeastar-bench.", 1, true), "mktemp failed: " .. dir)
+  local s = setmetatable({ label = label, dir = dir, fifo = dir .. "/commands" }, Server)
+  servers[#servers + 1] = s
+  local out, mk = helpers.run("mkfifo " .. q(s.fifo))
+  if mk ~= 0 then s:fail("mkfifo: " .. out) end
+  s.output = assert(io.popen(("echo $$; exec %s <%s 2>%s"):format(command, q(s.fifo), q(dir .. "/stderr")), "r"))
+  s.pid = tonumber(s.output:read("*l"))
+  if not s.pid then s:fail("no PID") end
+  return s
+end
+
+-- Opens the FIFO (the server then execs and warms up); ready() waits for the end of the warm-up.
+function Server:connect()
+  self.input = assert(io.open(self.fifo, "w"))
+end
+
+function Server:ready()
+  if self.output:read("*l") ~= "ready" then self:fail("warm-up failed") end
+end
+
+-- n requests; returns the server's elapsed and CPU seconds for them.
+function Server:run(n)
+  self.input:write(n, "\n")
+  self.input:flush()
+  local line = self.output:read("*l")
+  local wall, cpu = (line or ""):match("^(%S+) (%S+)$")
+  wall, cpu = tonumber(wall), tonumber(cpu)
+  if not (wall and cpu) then self:fail(("%d requests: answered %q"):format(n, tostring(line))) end
+  return wall, cpu
+end
+
+function Server:stop()
+  if self.stopped then return end
+  self.stopped = true
+  if self.input then self.input:close() end -- end of input: the server cleans up and exits
+  if self.pid then
+    local deadline = socket.gettime() + 5
+    while (process_state(self.pid) or "Z") ~= "Z" and socket.gettime() < deadline do socket.sleep(0.01) end
+    if (process_state(self.pid) or "Z") ~= "Z" then os.execute("kill -KILL " .. self.pid .. " 2>/dev/null") end
+  end
+  if self.output then self.output:close() end
+  os.execute("rm -rf -- " .. q(self.dir))
+end
+
 -- The module and raw_curl must send the same request: nginx logs both (api_nginx.conf, "wire").
 local function check_wire()
   local c = new_client(api.check_url)
@@ -203,56 +291,70 @@ end
 -- Sequential and batch
 -- ---------------------------------------------------------------------------------------------
 
-local function module_sequential(n)
-  local c = new_client(api.base_url)
-  assert(c:auto_renewal_status(STATUS)) -- token and connection, as raw_curl's warm-up GET
-  local t0, c0 = socket.gettime(), os.clock()
-  for i = 1, n do
-    local r, err = c:auto_renewal_status(STATUS)
-    if not r then error("sequential call " .. i .. " failed: " .. tostring(err)) end
-  end
-  local t, cpu = socket.gettime() - t0, os.clock() - c0
-  c:close()
-  return t, cpu
+-- The three sides of a row, freshly started: the reference (raw_curl), the module and a second
+-- raw_curl (the A/A twin), in that order. mode: "seq" or a width.
+local function start_sides(mode)
+  local raw = ("%s serve %s %s"):format(q(RAW), mode == "seq" and "seq" or ("multi " .. mode), raw_args(api.base_url))
+  local module = ("env BENCH_CPATH=%s %s bench/module_serve.lua %s %s %s"):format(q(CPATH), q(LUA), mode,
+    q(api.base_url), q(portal.ca_file))
+  local sides = { spawn("raw_curl serve " .. mode, raw), spawn("module_serve " .. mode, module),
+    spawn("raw_curl serve " .. mode .. " (A/A)", raw) }
+  for _, side in ipairs(sides) do side:connect() end
+  for _, side in ipairs(sides) do side:ready() end
+  return sides
 end
 
-local function module_batch(width, m)
-  local c = new_client(api.base_url)
-  local warm, list = {}, {}
-  for i = 1, width do warm[i] = STATUS end
-  for i = 1, m do list[i] = STATUS end
-  c:batch("auto_renewal_status", warm, { concurrency = width }) -- token and `width` connections
-  local t0, c0 = socket.gettime(), os.clock()
-  local results = c:batch("auto_renewal_status", list, { concurrency = width })
-  local t, cpu = socket.gettime() - t0, os.clock() - c0
-  for i = 1, m do
-    if not results[i].result then error("batch item " .. i .. " failed: " .. tostring(results[i].err)) end
-  end
-  c:close()
-  return t, cpu
+local function stop_sides(sides)
+  for i = #sides, 1, -1 do sides[i]:stop() end
 end
 
--- Alternating pairs. One repetition is `chunks` runs of each side, interleaved ABBAABBA... (the
--- reference first on odd repetitions, BAAB... on even ones), their times summed: on a shared
--- machine, a burst of someone else's load then falls on both sides, not on one. reference() and
--- module() return wall and CPU seconds. Returns the four lists (reference wall, module wall,
--- reference CPU, module CPU) and the fraction of the wall time the API nginx's workers were on a
--- CPU (to show the server was not the limit).
-local function pairs_of(reps, chunks, reference, module)
-  local rw, mw, rc, mc = {}, {}, {}, {}
-  local cpu0, wall0 = api and server_cpu() or 0, socket.gettime()
+-- The orders of three sides in consecutive runs: every side takes every place once in six, and
+-- each order is followed by its mirror image, so that a load that rises or falls steadily over
+-- two runs adds the same to every side.
+local ORDERS = { { 1, 2, 3 }, { 3, 2, 1 }, { 2, 3, 1 }, { 1, 3, 2 }, { 3, 1, 2 }, { 2, 1, 3 } }
+
+-- One row's measurements: `reps` repetitions of `runs` short runs of n requests of each side,
+-- interleaved in the ORDERS above, in SESSIONS sessions of freshly started sides (start_sides). A
+-- process can be lucky or unlucky for as long as it lives (by some percent: where the scheduler
+-- keeps it, how its memory falls in the caches), so each repetition mixes several of each side,
+-- and none of them lasts beyond its session. On a small shared machine the time of
+-- one run, wall and CPU alike, varies by some 25 % whatever its length (measured from 10 to 200
+-- ms): what makes a ratio precise is the number of runs, compared where they ran next to each
+-- other. A repetition's value is the median, over its runs, of each side's time against the
+-- reference's run of the same round: the runs that other load spoils move it less than they
+-- would move a sum. Returns, per side i (2: module, 3: A/A twin), the lists of the repetitions'
+-- ratios side/reference in wall and in CPU time, the median seconds of one run of each side
+-- (per_run.wall[i], per_run.cpu[i]), and the fraction of the wall time the API nginx's workers
+-- were on a CPU (to show the server was not the limit).
+local function interleaved(mode, reps, runs, n)
+  local wall_ratio, cpu_ratio = { {}, {}, {} }, { {}, {}, {} }
+  local wall_runs, cpu_runs = { {}, {}, {} }, { {}, {}, {} }
+  local cpu0, wall0 = server_cpu(), socket.gettime()
+  local per_session = math.ceil(runs / SESSIONS)
   for r = 1, reps do
-    rw[r], mw[r], rc[r], mc[r] = 0, 0, 0, 0
-    for k = 1, chunks do
-      local order = (r + k) % 2 == 0 and { reference, module } or { module, reference }
-      for _, side in ipairs(order) do
-        local wall, cpu = side()
-        if side == reference then rw[r], rc[r] = rw[r] + wall, rc[r] + cpu
-        else mw[r], mc[r] = mw[r] + wall, mc[r] + cpu end
+    local w, c = { {}, {}, {} }, { {}, {}, {} }
+    local sides
+    for k = 1, runs do
+      if (k - 1) % per_session == 0 then
+        if sides then stop_sides(sides) end
+        sides = start_sides(mode)
+      end
+      for _, i in ipairs(ORDERS[(k - 1) % #ORDERS + 1]) do
+        w[i][k], c[i][k] = sides[i]:run(n)
+        wall_runs[i][#wall_runs[i] + 1], cpu_runs[i][#cpu_runs[i] + 1] = w[i][k], c[i][k]
       end
     end
+    stop_sides(sides)
+    for i = 1, 3 do
+      local rw, rc = {}, {}
+      for k = 1, runs do rw[k], rc[k] = w[i][k] / w[1][k], c[i][k] / c[1][k] end
+      wall_ratio[i][r], cpu_ratio[i][r] = median(rw), median(rc)
+    end
   end
-  return rw, mw, rc, mc, api and (server_cpu() - cpu0) / (socket.gettime() - wall0) or 0
+  local busy = (server_cpu() - cpu0) / (socket.gettime() - wall0)
+  local per_run = { wall = {}, cpu = {} }
+  for i = 1, 3 do per_run.wall[i], per_run.cpu[i] = median(wall_runs[i]), median(cpu_runs[i]) end
+  return wall_ratio, cpu_ratio, per_run, busy
 end
 
 local function ratios_of(a, b)
@@ -270,39 +372,57 @@ local function cpu_row(measurement, goal, values, meets)
   r[6] = "(" .. r[6] .. ")"
 end
 
+-- The A/A row under a goal's rows: the second raw_curl measured as if it were the module, so its
+-- spread around 1 is the method's own noise at that moment. Not a goal: "—" in both columns.
+local function noise_row(measurement, values)
+  row(measurement, "—", values, nil, "%.3f×", "—")
+end
+
+local function spread(values)
+  local s = sorted(values)
+  return ("%.3f–%.3f"):format(s[1], s[#s])
+end
+
+-- Time ratios side/reference as throughput ratios reference/side.
+local function inverted(list)
+  local out = {}
+  for i, v in ipairs(list) do out[i] = 1 / v end
+  return out
+end
+
 local function bench_sequential()
-  local args = raw_args(api.base_url)
-  local n = math.floor(SEQ_N / CHUNKS)
-  local rw, mw, rc, mc, busy = pairs_of(REPS, CHUNKS,
-    function() return raw(("seq %d %s"):format(n, args)) end,
-    function() return module_sequential(n) end)
-  local total = n * CHUNKS
-  note("sequential: raw %.1f us/call, module %.1f us/call (medians)", median(rw) / total * 1e6, median(mw) / total * 1e6)
+  local wall, cpu, per_run, busy = interleaved("seq", REPS, SEQ_RUNS, SEQ_N)
+  local us = function(seconds) return seconds / SEQ_N * 1e6 end
+  note("sequential: raw %.1f us/call, module %.1f us/call (medians); ratio %.3f, A/A %s",
+    us(per_run.wall[1]), us(per_run.wall[2]), median(wall[2]), spread(wall[3]))
   local meets = function(m) return m <= 1.10 end
-  row(("sequential call: module time / raw libcurl loop (%d GETs a repetition)"):format(total), "≤ 1.10×",
-    ratios_of(mw, rw), meets, "%.3f×")
-  cpu_row("… the same in CPU time of each client process", "(≤ 1.10×)", ratios_of(mc, rc), meets)
+  row(("sequential call: module time / raw libcurl loop (%d × %d GETs a repetition)"):format(SEQ_RUNS, SEQ_N),
+    "≤ 1.10×", wall[2], meets, "%.3f×")
+  cpu_row("… the same in CPU time of each client process", "(≤ 1.10×)", cpu[2], meets)
+  noise_row("… noise floor (A/A): a second raw libcurl loop / the first, same schedule", wall[3])
   detail("sequential, median per call: raw libcurl %.1f µs (%.1f µs CPU), module %.1f µs (%.1f µs CPU);"
-    .. " API nginx on a CPU %.0f%% of the time", median(rw) / total * 1e6, median(rc) / total * 1e6,
-    median(mw) / total * 1e6, median(mc) / total * 1e6, busy * 100)
+    .. " API nginx on a CPU %.0f%% of the time; A/A in CPU time %s", us(per_run.wall[1]),
+    us(per_run.cpu[1]), us(per_run.wall[2]), us(per_run.cpu[2]), busy * 100, spread(cpu[3]))
 end
 
 local function bench_batch()
-  local args = raw_args(api.base_url)
-  local m = math.floor(BATCH_M / CHUNKS)
-  local total = m * CHUNKS
   for _, w in ipairs(WIDTHS) do
-    local rw, mw, rc, mc, busy = pairs_of(REPS, CHUNKS,
-      function() return raw(("multi %d %d %s"):format(w, m, args)) end,
-      function() return module_batch(w, m) end)
-    note("batch %d: raw %.0f req/s, module %.0f req/s (medians)", w, total / median(rw), total / median(mw))
+    local m, runs = batch_shape(w)
+    local wall, cpu, per_run, busy = interleaved(w, REPS, runs, m)
+    local tput = { inverted(wall[2]), inverted(cpu[2]), inverted(wall[3]), inverted(cpu[3]) }
+    local rate = function(seconds) return m / seconds end
+    local us = function(seconds) return seconds / m * 1e6 end
+    note("batch %d: raw %.0f req/s, module %.0f req/s (medians); ratio %.3f, A/A %s", w,
+      rate(per_run.wall[1]), rate(per_run.wall[2]), median(tput[1]), spread(tput[3]))
     local meets = function(v) return v >= 0.95 end
-    row(("batch throughput at %d in flight: module / raw curl_multi (%d GETs a repetition)"):format(w, total),
-      "≥ 0.95×", ratios_of(rw, mw), meets, "%.3f×")
-    cpu_row("… the same in CPU time of each client process", "(≥ 0.95×)", ratios_of(rc, mc), meets)
-    detail("batch at %d in flight, median: raw curl_multi %.0f requests/s (%.1f µs CPU each), module %.0f"
-      .. " requests/s (%.1f µs CPU each); API nginx on a CPU %.0f%% of the time", w, total / median(rw),
-      median(rc) / total * 1e6, total / median(mw), median(mc) / total * 1e6, busy * 100)
+    row(("batch throughput at %d in flight: module / raw curl_multi (%d × %d GETs a repetition)")
+      :format(w, runs, m), "≥ 0.95×", tput[1], meets, "%.3f×")
+    cpu_row("… the same in CPU time of each client process", "(≥ 0.95×)", tput[2], meets)
+    noise_row("… noise floor (A/A): a second raw curl_multi / the first, same schedule", tput[3])
+    detail("batch at %d in flight, median run: raw curl_multi %.0f requests/s (%.1f µs CPU each), module"
+      .. " %.0f requests/s (%.1f µs CPU each); API nginx on a CPU %.0f%% of the time; A/A in CPU time %s",
+      w, rate(per_run.wall[1]), us(per_run.cpu[1]), rate(per_run.wall[2]), us(per_run.cpu[2]), busy * 100,
+      spread(tput[4]))
   end
 end
 
@@ -335,10 +455,16 @@ local function bench_codec()
     }
     for _, op in ipairs(ops) do
       local iterations = codec.calibrate(op.theirs, op.arg, QUICK and 0.05 or 0.15)
-      -- codec.time is CPU time already: both lists of pairs_of hold it.
-      local ref_t, mod_t = pairs_of(REPS, 1,
-        function() local t = codec.time(op.theirs, op.arg, iterations) return t, t end,
-        function() local t = codec.time(op.ours, op.arg, iterations) return t, t end)
+      -- codec.time is CPU time already. One run of each side a repetition, alternating which
+      -- goes first (AB BA ...).
+      local ref_t, mod_t = {}, {}
+      for r = 1, REPS do
+        local order = r % 2 == 1 and { "theirs", "ours" } or { "ours", "theirs" }
+        for _, side in ipairs(order) do
+          local t = codec.time(op[side], op.arg, iterations)
+          if side == "theirs" then ref_t[r] = t else mod_t[r] = t end
+        end
+      end
       local ratios = ratios_of(mod_t, ref_t)
       row(("%s: time / lua-cjson's, %s (%s)"):format(op.name, label, #text >= 1e6
           and ("%.1f MB"):format(#text / 1e6) or #text >= 1e4 and ("%.0f KB"):format(#text / 1e3)
@@ -596,5 +722,6 @@ print_table()
 print()
 for _, n in ipairs(notes) do print("* " .. n) end
 for _, d in ipairs(details) do print("* " .. d) end
-print(("* Medians decide PASS/MISS; min / median / max over %d alternating repetitions (memory rows: one run"
-  .. " each). Total bench time: %.0f s."):format(REPS, socket.gettime() - started))
+print(("* Medians decide PASS/MISS; min / median / max over %d repetitions (sequential and batch rows: each"
+  .. " repetition the median ratio of many short interleaved runs; the A/A rows are the method's own noise;"
+  .. " memory rows: one run each). Total bench time: %.0f s."):format(REPS, socket.gettime() - started))

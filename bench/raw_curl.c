@@ -3,12 +3,20 @@
  *
  * Usage: raw_curl seq   N            URL CA_FILE [HEADER...]
  *        raw_curl multi IN_FLIGHT M  URL CA_FILE [HEADER...]
+ *        raw_curl serve seq          URL CA_FILE [HEADER...]
+ *        raw_curl serve multi IN_FLIGHT URL CA_FILE [HEADER...]
  * seq: one reused easy handle, N GETs one after another. multi: curl_multi with IN_FLIGHT easy
  * handles, each re-added as it finishes, until M GETs are done. Both first run a warm-up (one GET,
  * resp. IN_FLIGHT GETs all at once) so that connections and TLS sessions exist before the clock
  * starts, as the bench also warms the module's client. Bodies are read and discarded. Prints the
  * elapsed seconds and the CPU seconds of the timed part on stdout ("WALL CPU"); exits 1 if any
- * request failed or was not a 200. */
+ * request failed or was not a 200.
+ * serve: the same handles, warmed up once, then kept for as long as stdin stays open, as the
+ * module keeps its client: prints "ready" after the warm-up, then reads one count per line and
+ * answers each with the "WALL CPU" of that many GETs (stdout flushed per line). The bench uses it
+ * to interleave many short runs with the module's without a process start or a new connection
+ * between them. A failed GET answers "FAIL" (the reason on stderr), then it waits for end of
+ * input and exits 1, so the bench never writes into a pipe nobody reads. */
 #include <curl/curl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -70,16 +78,14 @@ static int ok_response(CURL *e, CURLcode rc) {
   return 1;
 }
 
-static int run_seq(long n, const char *url, const char *ca_file, struct curl_slist *headers) {
-  CURL *e = new_easy(url, ca_file, headers);
-  if (!e || !ok_response(e, curl_easy_perform(e))) return 1;
-  double t0 = now(), c0 = cpu();
-  for (long i = 0; i < n; i++)
-    if (!ok_response(e, curl_easy_perform(e))) return 1;
-  printf("%.6f %.6f\n", now() - t0, cpu() - c0);
-  curl_easy_cleanup(e);
-  return 0;
-}
+/* One side of the comparison, kept across passes: width 0 is the sequential loop (one easy handle,
+ * curl_easy_perform), width >= 1 is curl_multi with that many handles. */
+struct runner {
+  long width;
+  CURL *easy;
+  CURLM *multi;
+  CURL **handles;
+};
 
 /* Runs `total` GETs with at most `width` in flight over the handles (already configured, not
  * added). Returns 0 when all succeeded. */
@@ -110,42 +116,115 @@ static int multi_pass(CURLM *m, CURL **handles, long width, long total) {
   return failed;
 }
 
-static int run_multi(long width, long total, const char *url, const char *ca_file,
-                     struct curl_slist *headers) {
-  CURLM *m = curl_multi_init();
-  CURL **handles = calloc((size_t)width, sizeof *handles);
-  if (!m || !handles) return 1;
-  for (long i = 0; i < width; i++)
-    if (!(handles[i] = new_easy(url, ca_file, headers))) return 1;
-  if (multi_pass(m, handles, width, width)) return 1; /* warm-up: one connection per handle */
-  double t0 = now(), c0 = cpu();
-  if (multi_pass(m, handles, width, total)) return 1;
-  printf("%.6f %.6f\n", now() - t0, cpu() - c0);
-  for (long i = 0; i < width; i++) curl_easy_cleanup(handles[i]);
-  free(handles);
-  curl_multi_cleanup(m);
+/* n GETs on the runner's handles; 0 when all succeeded. */
+static int runner_pass(struct runner *r, long n) {
+  if (r->width > 0) return multi_pass(r->multi, r->handles, r->width, n);
+  for (long i = 0; i < n; i++)
+    if (!ok_response(r->easy, curl_easy_perform(r->easy))) return 1;
   return 0;
 }
 
-int main(int argc, char **argv) {
-  int multi = argc > 1 && strcmp(argv[1], "multi") == 0;
-  int first_header = multi ? 6 : 5;
-  if (argc < first_header || (!multi && strcmp(argv[1], "seq") != 0)) {
-    fprintf(stderr, "usage: raw_curl seq N URL CA_FILE [HEADER...]\n"
-                    "       raw_curl multi IN_FLIGHT M URL CA_FILE [HEADER...]\n");
-    return 2;
+static void runner_close(struct runner *r) {
+  if (r->easy) curl_easy_cleanup(r->easy);
+  for (long i = 0; r->handles && i < r->width; i++)
+    if (r->handles[i]) curl_easy_cleanup(r->handles[i]);
+  free(r->handles);
+  if (r->multi) curl_multi_cleanup(r->multi);
+  memset(r, 0, sizeof *r);
+}
+
+/* Creates the handles and runs the warm-up (one GET, or `width` at once: one connection per
+ * handle). Returns 0 on success; on failure the runner is closed. */
+static int runner_open(struct runner *r, long width, const char *url, const char *ca_file,
+                       struct curl_slist *headers) {
+  memset(r, 0, sizeof *r);
+  r->width = width;
+  if (width == 0) {
+    r->easy = new_easy(url, ca_file, headers);
+  } else {
+    r->multi = curl_multi_init();
+    /* Keep a connection per handle between passes, as the module's transport does: libcurl's
+     * default cache (4 per handle in the multi handle) shrinks as a pass's last transfers end, and
+     * the next pass would handshake again. */
+    if (r->multi) curl_multi_setopt(r->multi, CURLMOPT_MAXCONNECTS, width > 4 ? width : 4L);
+    r->handles = calloc((size_t)width, sizeof *r->handles);
+    for (long i = 0; r->multi && r->handles && i < width; i++)
+      if (!(r->handles[i] = new_easy(url, ca_file, headers))) break;
   }
-  long a = strtol(argv[2], NULL, 10), b = multi ? strtol(argv[3], NULL, 10) : 0;
-  if (a < 1 || (multi && b < 1)) {
+  int ready = width == 0 ? r->easy != NULL : r->multi && r->handles && r->handles[width - 1];
+  if (!ready || runner_pass(r, width == 0 ? 1 : width)) {
+    runner_close(r);
+    return 1;
+  }
+  return 0;
+}
+
+/* One timed pass of n GETs, answered on stdout as "WALL CPU". */
+static int timed_pass(struct runner *r, long n) {
+  double t0 = now(), c0 = cpu();
+  if (runner_pass(r, n)) return 1;
+  double wall = now() - t0, used = cpu() - c0;
+  printf("%.6f %.6f\n", wall, used);
+  fflush(stdout);
+  return 0;
+}
+
+/* serve: one count per line on stdin, one answer per line on stdout, until end of input. */
+static int serve(struct runner *r) {
+  char line[64];
+  printf("ready\n");
+  fflush(stdout);
+  while (fgets(line, sizeof line, stdin)) {
+    char *end;
+    long n = strtol(line, &end, 10);
+    if (n < 1 || (*end != '\n' && *end != '\0')) {
+      fprintf(stderr, "raw_curl: serve: not a positive count: %s", line);
+      break;
+    }
+    if (timed_pass(r, n)) break;
+  }
+  if (feof(stdin)) return 0;
+  printf("FAIL\n");
+  fflush(stdout);
+  while (fgets(line, sizeof line, stdin)) {
+  }
+  return 1;
+}
+
+static int usage(void) {
+  fprintf(stderr, "usage: raw_curl seq N URL CA_FILE [HEADER...]\n"
+                  "       raw_curl multi IN_FLIGHT M URL CA_FILE [HEADER...]\n"
+                  "       raw_curl serve seq URL CA_FILE [HEADER...]\n"
+                  "       raw_curl serve multi IN_FLIGHT URL CA_FILE [HEADER...]\n");
+  return 2;
+}
+
+int main(int argc, char **argv) {
+  /* Before URL: the program, "serve" if serving, seq or multi, the width (multi) and the count
+   * (one-shot modes only). */
+  int serving = argc > 1 && strcmp(argv[1], "serve") == 0;
+  const char *kind = argc > 1 + serving ? argv[1 + serving] : "";
+  int multi = strcmp(kind, "multi") == 0;
+  if (!multi && strcmp(kind, "seq") != 0) return usage();
+  int url_at = 2 + serving + multi + !serving, first_header = url_at + 2;
+  if (argc < first_header) return usage();
+  long width = multi ? strtol(argv[2 + serving], NULL, 10) : 0;
+  long count = serving ? 1 : strtol(argv[2 + multi], NULL, 10);
+  if ((multi && width < 1) || count < 1) {
     fprintf(stderr, "raw_curl: counts must be positive\n");
     return 2;
   }
-  const char *url = argv[first_header - 2], *ca_file = argv[first_header - 1];
+  const char *url = argv[url_at], *ca_file = argv[url_at + 1];
   if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) return 1;
   struct curl_slist *headers = NULL;
   for (int i = first_header; i < argc; i++)
     if (!(headers = curl_slist_append(headers, argv[i]))) return 1;
-  int rc = multi ? run_multi(a, b, url, ca_file, headers) : run_seq(a, url, ca_file, headers);
+  struct runner r;
+  int rc = runner_open(&r, width, url, ca_file, headers);
+  if (rc == 0) {
+    rc = serving ? serve(&r) : timed_pass(&r, count);
+    runner_close(&r);
+  }
   curl_slist_free_all(headers);
   curl_global_cleanup();
   return rc;
