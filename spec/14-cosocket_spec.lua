@@ -123,27 +123,11 @@ end
 -- ---------------------------------------------------------------------------------------------
 
 local LOCATIONS = [[
-    client_body_buffer_size 1m;
-    client_max_body_size 1m;
     location = /trivial {
       content_by_lua_block { ngx.say("ok") }
     }
-    # POST a Lua chunk: it runs here and its return value comes back as JSON {ok, value | error}.
-    location = /run {
-      content_by_lua_block {
-        local partner = require "yeastar.partner"
-        ngx.req.read_body()
-        local f, err = loadstring(ngx.req.get_body_data() or "", "=run")
-        local ok, value
-        if f then ok, value = pcall(f) else ok, value = false, err end
-        local reply = { ok = ok }
-        if ok then reply.value = value else reply.error = tostring(value) end
-        local eok, text = pcall(partner.json_encode, reply)
-        if not eok then text = partner.json_encode{ ok = false, error = "json_encode: " .. tostring(text) } end
-        ngx.header["Content-Type"] = "application/json"
-        ngx.say(text)
-      }
-    }
+    # POST a Lua chunk to /run (nginx.RUN_LOCATION): it runs here, its value comes back as JSON.
+]] .. nginx.RUN_LOCATION .. [[
     # One call on a shared client (init_worker's), per HTTP request: /status?client=NAME
     location = /status {
       content_by_lua_block {
@@ -298,14 +282,7 @@ describe("cosocket driver in nginx #nginx", function()
     return string.format(PRELUDE, cfg_literal, lua_literal(params or {})) .. COMMON .. "\nend)()\n" .. code
   end
 
-  local function run_on(srv, code, params)
-    local status, body = srv:request{ method = "POST", path = "/run", body = chunk(code, params), timeout = 30 }
-    assert(status == 200, "nginx /run: " .. tostring(status) .. " " .. tostring(body)
-      .. "\n" .. srv:error_log():sub(-2000))
-    local reply = helpers.json_decode(body)
-    assert(reply.ok, "in nginx: " .. tostring(reply.error) .. "\n" .. srv:error_log():sub(-2000))
-    return reply.value
-  end
+  local function run_on(srv, code, params) return srv:run(chunk(code, params)) end
 
   local function run(code, params) return run_on(server, code, params) end
 

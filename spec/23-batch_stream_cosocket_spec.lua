@@ -19,23 +19,7 @@ local function module_cpath()
   return nil
 end
 
-local RUN = [[
-    client_body_buffer_size 1m;
-    client_max_body_size 1m;
-    location = /run {
-      content_by_lua_block {
-        local partner = require "yeastar.partner"
-        ngx.req.read_body()
-        local f, err = loadstring(ngx.req.get_body_data() or "", "=run")
-        local ok, value
-        if f then ok, value = pcall(f) else ok, value = false, err end
-        local reply = { ok = ok }
-        if ok then reply.value = value else reply.error = tostring(value) end
-        ngx.header["Content-Type"] = "application/json"
-        ngx.say(partner.json_encode(reply))
-      }
-    }
-]]
+local RUN = nginx.RUN_LOCATION
 
 describe("batch as a stream under cosockets #nginx", function()
   if not available then
@@ -65,13 +49,7 @@ describe("batch as a stream under cosockets #nginx", function()
   before_each(function() portal:reset() end)
 
   -- Runs code inside nginx after the prelude; returns its value (through the module's JSON).
-  local function run(code)
-    local status, body = server:request { method = "POST", path = "/run", body = prelude .. code, timeout = 30 }
-    assert(status == 200, "nginx /run: " .. tostring(status) .. " " .. tostring(body))
-    local reply = helpers.json_decode(body)
-    assert(reply.ok, "in nginx: " .. tostring(reply.error) .. "\n" .. server:error_log():sub(-2000))
-    return reply.value
-  end
+  local function run(code) return server:run(prelude .. code) end
 
   it("keep_results = false hands every result to on_result and returns only {total, failed}", function()
     local v = run [[

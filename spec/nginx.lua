@@ -16,6 +16,7 @@
 --   server.port, server.url ("http://127.0.0.1:PORT"), server.prefix, server:master_pid()
 --   server:error_log(), server:stderr()                  -- text; still readable after stop()
 --   server:stop()                                        -- idempotent; also run by __gc
+--   nginx.RUN_LOCATION, server:run(chunk)                -- run a Lua chunk inside nginx (below)
 --   nginx.start{ conf = text, vars = { CA_FILE = "..." } } -- a whole nginx.conf of one's own
 --     (examples/openresty/nginx.conf): @PORT@ becomes the port, @NAME@ vars.NAME; its paths
 --     must be relative to the prefix (logs/nginx.pid, logs/error.log) or absolute.
@@ -363,6 +364,38 @@ end
 
 function Server:get(path, headers)
   return self:request{ path = path, headers = headers }
+end
+
+-- A location that runs the Lua chunk POSTed to it and answers its return value as JSON
+-- {ok, value | error}, encoded by the module under test; add it to a server's `server` text.
+M.RUN_LOCATION = [[
+    client_body_buffer_size 1m;
+    client_max_body_size 1m;
+    location = /run {
+      content_by_lua_block {
+        local partner = require "yeastar.partner"
+        ngx.req.read_body()
+        local f, err = loadstring(ngx.req.get_body_data() or "", "=run")
+        local ok, value
+        if f then ok, value = pcall(f) else ok, value = false, err end
+        local reply = { ok = ok }
+        if ok then reply.value = value else reply.error = tostring(value) end
+        local eok, text = pcall(partner.json_encode, reply)
+        if not eok then text = partner.json_encode{ ok = false, error = "json_encode: " .. tostring(text) } end
+        ngx.header["Content-Type"] = "application/json"
+        ngx.say(text)
+      }
+    }
+]]
+
+-- Runs chunk through RUN_LOCATION; returns its value, or raises with the tail of the error log.
+function Server:run(chunk)
+  local status, body = self:request{ method = "POST", path = "/run", body = chunk, timeout = 30 }
+  assert(status == 200, "nginx /run: " .. tostring(status) .. " " .. tostring(body)
+    .. "\n" .. self:error_log():sub(-2000))
+  local reply = require("spec.helpers").json_decode(body)
+  assert(reply.ok, "in nginx: " .. tostring(reply.error) .. "\n" .. self:error_log():sub(-2000))
+  return reply.value
 end
 
 -- ---------------------------------------------------------------------------------------------
