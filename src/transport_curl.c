@@ -7,7 +7,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <time.h>
 
 #include "http1.h"
@@ -19,6 +18,7 @@ typedef struct slot {
   struct yp_transport *owner;
   CURL *easy;
   struct curl_slist *headers;
+  int expect_line; /* headers begins with "Expect:" */
   char *url;    /* the URL last given to the handle */
   int index;    /* in the transport's slots */
   int busy;     /* added to the multi handle; once completed, on the done list until taken */
@@ -37,6 +37,7 @@ struct yp_transport {
   int *done;     /* finished slots in completion order, ndone of them: wait takes from here
                   * instead of looking at every slot of a wide batch for each completion */
   int ndone;
+  int unsent; /* handles were added since libcurl last ran: run it before waiting on sockets */
 };
 
 #define KEEP_BODY_MAX (64 * 1024) /* a larger response buffer is freed once it has been read */
@@ -62,23 +63,17 @@ static size_t on_body(char *data, size_t size, size_t n, void *userdata) {
   return len;
 }
 
-static size_t on_header(char *data, size_t size, size_t n, void *userdata) {
-  slot *s = userdata;
-  size_t len = size * n;
-  static const char name[] = "retry-after:";
-  if (len > 5 && data[0] == 'H' && strncmp(data, "HTTP/", 5) == 0)
-    s->resp.retry_after = -1; /* a new response */
-  else if (len > sizeof name - 1 && len < 128 && (data[0] | 0x20) == 'r' &&
-           strncasecmp(data, name, sizeof name - 1) == 0) {
-    size_t v = sizeof name - 1, end = len;
-    while (v < end && (data[v] == ' ' || data[v] == '\t')) v++;
-    while (end > v && (data[end - 1] == '\r' || data[end - 1] == '\n' || data[end - 1] == ' ' ||
-                       data[end - 1] == '\t'))
-      end--;
-    double secs = yp_parse_retry_after(data + v, end - v, (double)time(NULL));
-    if (secs >= 0) s->resp.retry_after = secs > RETRY_AFTER_MAX ? RETRY_AFTER_MAX : secs;
-  }
-  return len;
+/* The last Retry-After of the final response (libcurl keeps every header of a transfer), or -1.
+ * Only answers that are not a success are asked: a 2xx never carries a pause worth reading. */
+static double retry_after(CURL *e) {
+  struct curl_header *h;
+  if (curl_easy_header(e, "Retry-After", 0, CURLH_HEADER, -1, &h) != CURLHE_OK) return -1;
+  if (h->amount > 1 && curl_easy_header(e, "Retry-After", h->amount - 1, CURLH_HEADER, -1, &h) != CURLHE_OK)
+    return -1;
+  size_t len = strlen(h->value);
+  if (len > 100) return -1; /* a date is 29 characters; anything this long is not one */
+  double secs = yp_parse_retry_after(h->value, len, (double)time(NULL));
+  return secs > RETRY_AFTER_MAX ? RETRY_AFTER_MAX : secs;
 }
 
 static CURL *new_easy(yp_transport *t, slot *s) {
@@ -90,8 +85,6 @@ static CURL *new_easy(yp_transport *t, slot *s) {
   curl_easy_setopt(e, CURLOPT_ERRORBUFFER, s->errbuf);
   curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
   curl_easy_setopt(e, CURLOPT_WRITEDATA, s);
-  curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
-  curl_easy_setopt(e, CURLOPT_HEADERDATA, s);
   curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, c->allow_http ? "http,https" : "https");
   curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
   curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 1L);
@@ -102,6 +95,12 @@ static CURL *new_easy(yp_transport *t, slot *s) {
   curl_easy_setopt(e, CURLOPT_LOW_SPEED_TIME, c->low_speed_time);
   curl_easy_setopt(e, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)c->max_response);
   curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
+  /* libcurl 7.x allocates this receive buffer at every transfer's start and frees it at its end.
+   * At its default of 16 KiB, the allocations of a few transfers in flight, interleaved with the
+   * Lua values of their results, make glibc grow and trim its heap again and again: measured, 1.6
+   * page faults a request at 8 in flight against 0.6 with 4 KiB (raw libcurl: 0.7), some 10 % of
+   * the client's CPU. The portal answers small JSON envelopes; a large page takes more reads. */
+  curl_easy_setopt(e, CURLOPT_BUFFERSIZE, 4096L);
   if (c->proxy) {
     /* The option is explicit: every request goes through it, NO_PROXY notwithstanding (an empty
      * no-proxy list makes libcurl ignore the variable), and always as a CONNECT tunnel. */
@@ -207,7 +206,7 @@ void yp_transport_release_to(yp_transport *t, int mark) {
   if (mark < t->top) t->top = mark;
 }
 
-/* Whether list (after its leading "Expect:") holds exactly the lines of `lines`: sequential calls
+/* Whether list holds exactly the lines of `lines`: sequential calls
  * send the same headers, so the slot's list is kept rather than rebuilt with two allocations per
  * line. A new token or another Content-Type rebuilds it. */
 static int same_headers(const struct curl_slist *list, const char *const *lines) {
@@ -222,24 +221,29 @@ int yp_transport_submit(yp_transport *t, int index, const yp_http_request *req) 
   if (!s->easy && !(s->easy = new_easy(t, s))) return 0;
   s->resp.status = 0;
   s->resp.body_len = 0;
-  s->resp.retry_after = -1;
   s->resp.error = YP_TR_OK;
   s->resp.maybe_sent = 0;
   s->resp.detail[0] = s->errbuf[0] = '\0';
   s->too_large = 0;
 
   CURL *e = s->easy;
-  if (!same_headers(s->headers, req->headers)) {
+  int post = strcmp(req->method, "POST") == 0;
+  const struct curl_slist *kept = s->headers && s->expect_line ? s->headers->next : s->headers;
+  if (s->expect_line != post || !same_headers(kept, req->headers)) {
     curl_slist_free_all(s->headers);
-    /* "Expect:" stops libcurl from adding Expect: 100-continue to larger bodies. */
-    s->headers = curl_slist_append(NULL, "Expect:");
-    for (const char *const *h = req->headers; s->headers && *h; h++) {
+    /* "Expect:" stops libcurl from adding Expect: 100-continue to larger bodies. Only bodies need
+     * it: libcurl compares each line with every header it may add, about 1k instructions a line. */
+    s->headers = post ? curl_slist_append(NULL, "Expect:") : NULL;
+    s->expect_line = post;
+    int ok = !post || s->headers;
+    for (const char *const *h = req->headers; ok && *h; h++) {
       struct curl_slist *n = curl_slist_append(s->headers, *h);
       if (!n) curl_slist_free_all(s->headers);
       s->headers = n;
+      ok = n != NULL;
     }
     curl_easy_setopt(e, CURLOPT_HTTPHEADER, s->headers); /* also when NULL: never a freed list */
-    if (!s->headers) return 0;
+    if (!ok) return 0;
   }
   /* libcurl parses a URL again each time it is set: a batch of the same endpoint and
    * parameters, or sequential status checks, set it once. */
@@ -250,7 +254,7 @@ int yp_transport_submit(yp_transport *t, int index, const yp_http_request *req) 
   }
   curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, req->timeout_ms > 0 ? req->timeout_ms : 1L);
   curl_easy_setopt(e, CURLOPT_FRESH_CONNECT, req->fresh_connection ? 1L : 0L);
-  if (strcmp(req->method, "POST") == 0) {
+  if (post) {
     curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)req->body_len);
     curl_easy_setopt(e, CURLOPT_COPYPOSTFIELDS, req->body ? req->body : "");
   } else {
@@ -258,6 +262,7 @@ int yp_transport_submit(yp_transport *t, int index, const yp_http_request *req) 
   }
   if (curl_multi_add_handle(t->multi, e) != CURLM_OK) return 0;
   s->busy = 1;
+  t->unsent = 1;
   return 1;
 }
 
@@ -366,6 +371,7 @@ static void collect(yp_transport *t) {
     CURLcode code = m->data.result;
     curl_easy_getinfo(s->easy, CURLINFO_RESPONSE_CODE, &s->resp.status);
     curl_easy_getinfo(s->easy, CURLINFO_TOTAL_TIME, &s->resp.elapsed);
+    s->resp.retry_after = s->resp.status / 100 == 2 ? -1 : retry_after(s->easy);
     classify(s, code);
     curl_multi_remove_handle(t->multi, s->easy);
     s->busy = 0;
@@ -375,6 +381,7 @@ static void collect(yp_transport *t) {
 
 static void drive(yp_transport *t) {
   int running;
+  t->unsent = 0;
   curl_multi_perform(t->multi, &running);
   collect(t);
 }
@@ -398,6 +405,10 @@ int yp_transport_wait(yp_transport *t, int first, int n, double until) {
     if (index >= 0) return index;
     for (int i = first; i < first + n && i < t->top && !busy; i++) busy = t->slots[i]->busy;
     if (!busy) return -1;
+    if (t->unsent) { /* new handles send at once; polling first would only return at once */
+      drive(t);
+      continue;
+    }
     int wait_ms = 250;
     if (until != HUGE_VAL) {
       double left = until - yp_now_mono();
@@ -417,7 +428,6 @@ const yp_http_response *yp_transport_perform(yp_transport *t, int index,
                                              const yp_http_request *req) {
   static const yp_http_response no_memory = {0, NULL, 0, -1, YP_TR_OTHER, 0, 0, "out of memory"};
   if (!yp_transport_submit(t, index, req)) return &no_memory;
-  drive(t);
   if (yp_transport_wait(t, index, 1, HUGE_VAL) != index) return &no_memory; /* cannot happen: it was busy */
   return &t->slots[index]->resp;
 }
