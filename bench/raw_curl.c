@@ -43,7 +43,8 @@ static size_t discard(char *data, size_t size, size_t n, void *userdata) {
 
 /* The options the module's transport sets on every handle (src/transport_curl.c new_easy and
  * submit), with its defaults: verified TLS against the CA file, keepalive, HTTP/1.1 (nginx here
- * offers nothing else, so ALPN picks it for the module too). */
+ * offers nothing else, so ALPN picks it for the module too). The receive buffer stays at libcurl's
+ * default (16 KiB); the module asks for 4 KiB, which measured no different for this loop (README: The heap). */
 static CURL *new_easy(const char *url, const char *ca_file, struct curl_slist *headers) {
   CURL *e = curl_easy_init();
   if (!e) return NULL;
