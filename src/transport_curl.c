@@ -64,7 +64,8 @@ static size_t on_body(char *data, size_t size, size_t n, void *userdata) {
 }
 
 /* The last Retry-After of the final response (libcurl keeps every header of a transfer), or -1.
- * Only answers that are not a success are asked: a 2xx never carries a pause worth reading. */
+ * Read from every answer, as the cosocket driver does: an envelope may ask for a retry under a
+ * 200, and the core decides whether the pause applies. */
 static double retry_after(CURL *e) {
   struct curl_header *h;
   if (curl_easy_header(e, "Retry-After", 0, CURLH_HEADER, -1, &h) != CURLHE_OK) return -1;
@@ -371,7 +372,7 @@ static void collect(yp_transport *t) {
     CURLcode code = m->data.result;
     curl_easy_getinfo(s->easy, CURLINFO_RESPONSE_CODE, &s->resp.status);
     curl_easy_getinfo(s->easy, CURLINFO_TOTAL_TIME, &s->resp.elapsed);
-    s->resp.retry_after = s->resp.status / 100 == 2 ? -1 : retry_after(s->easy);
+    s->resp.retry_after = retry_after(s->easy);
     classify(s, code);
     curl_multi_remove_handle(t->multi, s->easy);
     s->busy = 0;
