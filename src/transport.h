@@ -72,7 +72,7 @@ void yp_transport_release_to(yp_transport *t, int mark);
  * wait drives all I/O until an exchange of the range [first, first+n) completes and returns its
  * slot, -1 when none of them is in flight, or -2 once the monotonic time `until` has passed
  * (HUGE_VAL: no limit), so that a batch can resume a retry whose pause is over while other
- * exchanges are still under way. Completions of other ranges stay flagged. */
+ * exchanges are still under way. Completions of other ranges wait, in order, for their caller. */
 int yp_transport_submit(yp_transport *t, int slot, const yp_http_request *req);
 int yp_transport_wait(yp_transport *t, int first, int n, double until);
 /* The monotonic clock of every deadline and pause, in seconds (core.c). */

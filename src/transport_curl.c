@@ -18,7 +18,6 @@ typedef struct slot {
   struct yp_transport *owner;
   CURL *easy;
   struct curl_slist *headers;
-  int expect_line; /* headers begins with "Expect:" */
   char *url;    /* the URL last given to the handle */
   int index;    /* in the transport's slots */
   int busy;     /* added to the multi handle; once completed, on the done list until taken */
@@ -72,7 +71,7 @@ static double retry_after(CURL *e) {
   if (h->amount > 1 && curl_easy_header(e, "Retry-After", h->amount - 1, CURLH_HEADER, -1, &h) != CURLHE_OK)
     return -1;
   size_t len = strlen(h->value);
-  if (len > 100) return -1; /* a date is 29 characters; anything this long is not one */
+  if (len > YP_H1_RETRY_AFTER_MAX) return -1; /* the cosocket driver's bound too */
   double secs = yp_parse_retry_after(h->value, len, (double)time(NULL));
   return secs > RETRY_AFTER_MAX ? RETRY_AFTER_MAX : secs;
 }
@@ -229,13 +228,12 @@ int yp_transport_submit(yp_transport *t, int index, const yp_http_request *req) 
 
   CURL *e = s->easy;
   int post = strcmp(req->method, "POST") == 0;
-  const struct curl_slist *kept = s->headers && s->expect_line ? s->headers->next : s->headers;
-  if (s->expect_line != post || !same_headers(kept, req->headers)) {
+  int has_expect = s->headers && strcmp(s->headers->data, "Expect:") == 0;
+  if (has_expect != post || !same_headers(has_expect ? s->headers->next : s->headers, req->headers)) {
     curl_slist_free_all(s->headers);
     /* "Expect:" stops libcurl from adding Expect: 100-continue to larger bodies. Only bodies need
      * it: libcurl compares each line with every header it may add, about 1k instructions a line. */
     s->headers = post ? curl_slist_append(NULL, "Expect:") : NULL;
-    s->expect_line = post;
     int ok = !post || s->headers;
     for (const char *const *h = req->headers; ok && *h; h++) {
       struct curl_slist *n = curl_slist_append(s->headers, *h);
