@@ -210,8 +210,7 @@ void yp_transport_release_to(yp_transport *t, int mark) {
  * send the same headers, so the slot's list is kept rather than rebuilt with two allocations per
  * line. A new token or another Content-Type rebuilds it. */
 static int same_headers(const struct curl_slist *list, const char *const *lines) {
-  if (!list) return 0;
-  for (list = list->next; list && *lines; list = list->next, lines++)
+  for (; list && *lines; list = list->next, lines++)
     if (strcmp(list->data, *lines) != 0) return 0;
   return !list && !*lines;
 }
