@@ -414,6 +414,10 @@ describe("cosocket driver in nginx #nginx", function()
         faults = { fault(STATUS_PATH, { status = 502, count = 3, html = "<html>\n<body>Bad gateway</body>\n</html>" }) } },
       { "503 with Retry-After: 1: waits a second, then the result", "ok", min_elapsed = 0.9,
         faults = { fault(STATUS_PATH, { status = 503, retry_after = "1" }) } },
+      { "HTTP 200 whose envelope says 429, with Retry-After: 1: waits a second, then the result", "ok",
+        min_elapsed = 0.9,
+        faults = { fault(STATUS_PATH, { status = 200, retry_after = "1", body = '{"code":"too_many_requests",'
+          .. '"detailMessage":"slow down","requestId":"r-429","result":null,"status":429}' }) } },
       { "429 on create_order: the server refused it, so it is sent again", "ok",
         call = "create_order", params = ORDER,
         faults = { fault(ORDER_PATH, { status = 429, retry_after = "0" }) } },
