@@ -305,36 +305,6 @@ describe("endpoints", function()
       assert.equal(reqs[2].header["authorization"], reqs[3].header["authorization"])
     end)
 
-    -- The transport keeps a connection's header list while its lines stay the same: a GET after
-    -- a GET reuses it; a POST, the GET after it and a GET with a new token must not.
-    it("sends each request's own header lines: GETs and a POST on one client, then a new token", function()
-      local client = new_client()
-      local status = { productNo = "3651E0529415", productId = 12 }
-      assert.truthy(client:auto_renewal_status(status))
-      assert.truthy(client:auto_renewal_status(status))
-      assert.truthy(client:enable_auto_renewal {
-        productNo = "3651E0529415", productId = 12, planOrServiceId = "3049040650094403584" })
-      assert.truthy(client:auto_renewal_status(status))
-      local reqs = portal:requests()
-      assert.equal(5, #reqs)
-      check_login(reqs[1])
-      local get = { method = "GET", path = "/order/openapi/order/v1/check/existed_auto_renew",
-        query = "productNo=3651E0529415&productId=12" }
-      check_request(reqs[2], get)
-      check_request(reqs[3], get)
-      check_request(reqs[4], { method = "POST", path = "/product/openapi/instance_subscription/v1/active",
-        body = SEED_000_BODY })
-      check_request(reqs[5], get)
-      portal:expire_tokens() -- the next GET is refused (401), refreshes and is sent again
-      assert.truthy(client:auto_renewal_status(status))
-      reqs = portal:requests()
-      assert.equal(8, #reqs)
-      assert.equal(reqs[5].header["authorization"], reqs[6].header["authorization"])
-      assert.equal(TOKEN_PATH, reqs[7].path)
-      check_request(reqs[8], get)
-      assert.not_equal(reqs[6].header["authorization"], reqs[8].header["authorization"])
-    end)
-
     it("percent-encodes the credentials in the form body", function()
       local client = new_client { client_secret = "a b&c=d+é" }
       local res, err = client:request_access_token()
@@ -855,6 +825,36 @@ describe("endpoints", function()
     it("returns false for a device without auto-renewal", function()
       local res = ok_call("auto_renewal_status", { productNo = "3632E0965333", productId = "11" })
       assert.same({ autoRenew = false }, res)
+    end)
+
+    -- The transport keeps a connection's header list while its lines stay the same: a GET after
+    -- a GET reuses it; a POST, the GET after it and a GET with a new token must not.
+    it("sends each request's own header lines: GETs and a POST on one client, then a new token", function()
+      local client = new_client()
+      local status = { productNo = "3651E0529415", productId = 12 }
+      assert.truthy(client:auto_renewal_status(status))
+      assert.truthy(client:auto_renewal_status(status))
+      assert.truthy(client:enable_auto_renewal {
+        productNo = "3651E0529415", productId = 12, planOrServiceId = "3049040650094403584" })
+      assert.truthy(client:auto_renewal_status(status))
+      local reqs = portal:requests()
+      assert.equal(5, #reqs)
+      check_login(reqs[1])
+      local get = { method = "GET", path = "/order/openapi/order/v1/check/existed_auto_renew",
+        query = "productNo=3651E0529415&productId=12" }
+      check_request(reqs[2], get)
+      check_request(reqs[3], get)
+      check_request(reqs[4], { method = "POST", path = "/product/openapi/instance_subscription/v1/active",
+        body = SEED_000_BODY })
+      check_request(reqs[5], get)
+      portal:expire_tokens() -- the next GET is refused (401), refreshes and is sent again
+      assert.truthy(client:auto_renewal_status(status))
+      reqs = portal:requests()
+      assert.equal(8, #reqs)
+      assert.equal(reqs[5].header["authorization"], reqs[6].header["authorization"])
+      assert.equal(TOKEN_PATH, reqs[7].path)
+      check_request(reqs[8], get)
+      assert.not_equal(reqs[6].header["authorization"], reqs[8].header["authorization"])
     end)
   end)
 
