@@ -605,6 +605,30 @@ out.same = overrides.timeout == 5 and overrides.logger ~= nil and overrides.base
       assert.matches("(HTTPS_PROXY is set: is that proxy reachable?)", out.err.message, 1, true)
     end)
 
+    -- The client reads these variables once, by libcurl's rules, and hands them to libcurl as
+    -- options (which spares it six getenv calls a request): the rules must stay libcurl's.
+    it("reads the proxy variables by libcurl's rules: lower case first, all_proxy last, no_proxy first", function()
+      local dead = "http://127.0.0.1:" .. helpers.free_port()
+      for _, case in ipairs {
+        { { https_proxy = proxy.url, HTTPS_PROXY = dead }, 1 },
+        { { ALL_PROXY = proxy.url }, 1 },
+        { { all_proxy = proxy.url, ALL_PROXY = dead }, 1 },
+        { { HTTPS_PROXY = proxy.url, all_proxy = dead }, 1 },
+        { { http_proxy = dead }, 0 },                              -- http_proxy is for http:// only
+        { { HTTPS_PROXY = dead, no_proxy = "127.0.0.1", NO_PROXY = "example.com" }, 0 },
+        { { HTTPS_PROXY = proxy.url, no_proxy = "", NO_PROXY = "example.com" }, 1 }, -- empty: unset
+      } do
+        proxy:clear()
+        local out = from_env(portal_env(case[1]), STATUS_CALL)
+        local names = {}
+        for k in pairs(case[1]) do names[#names + 1] = k end
+        table.sort(names)
+        local what = table.concat(names, ", ")
+        assert.are.same({ autoRenew = true }, out.result, what)
+        assert.are.equal(case[2], #proxy:requests(), what)
+      end
+    end)
+
     it("a bad proxy option raises, without showing it", function()
       local base = { client_id = "id", client_secret = "secret-value-1" }
       for _, case in ipairs {

@@ -27,9 +27,18 @@ typedef struct slot {
   char errbuf[CURL_ERROR_SIZE];
 } slot;
 
+/* A proxy variable of the environment: which one libcurl would use, and its value (NULL: none). */
+typedef struct env_proxy {
+  const char *var;
+  char *url; /* may hold user:password@ */
+} env_proxy;
+
 struct yp_transport {
   CURLM *multi;
   yp_transport_config config;
+  /* Without the proxy option: the environment's proxy rules, read once (see read_env_proxies). */
+  env_proxy env_https, env_http;
+  char *env_no_proxy;
   slot **slots; /* each slot allocated once, so libcurl's pointers to it stay valid */
   int nslots;    /* allocated */
   int top;       /* reserved: slots [0, top) belong to calls under way */
@@ -107,8 +116,52 @@ static CURL *new_easy(yp_transport *t, slot *s) {
     curl_easy_setopt(e, CURLOPT_PROXY, c->proxy);
     curl_easy_setopt(e, CURLOPT_NOPROXY, "");
     curl_easy_setopt(e, CURLOPT_HTTPPROXYTUNNEL, 1L);
+  } else {
+    curl_easy_setopt(e, CURLOPT_NOPROXY, t->env_no_proxy ? t->env_no_proxy : ""); /* proxy: per URL */
   }
   return e;
+}
+
+static void wipe_free(char *p) {
+  if (!p) return;
+  for (volatile char *v = p; *v; v++) *v = '\0';
+  free(p);
+}
+
+/* The first of names set to a non-empty value, as libcurl picks one: *var and a copy of the value
+ * (both NULL when none is set). Returns 0 when out of memory. */
+static int env_pick(const char *const *names, const char **var, char **value) {
+  *var = NULL;
+  *value = NULL;
+  for (; *names; names++) {
+    const char *v = getenv(*names);
+    if (v && *v) {
+      *var = *names;
+      return (*value = strdup(v)) != NULL;
+    }
+  }
+  return 1;
+}
+
+/* Without a proxy option libcurl reads six proxy variables at every transfer, each getenv a walk
+ * of the whole environment: some 1.9k instructions a request. They are read once, here, by
+ * libcurl's rules (no_proxy, else NO_PROXY, decides first; then, for https, the first of
+ * https_proxy, HTTPS_PROXY, all_proxy, ALL_PROXY; for http, http_proxy has no upper-case twin),
+ * and handed to it as options, which skip its reading. A Lua program cannot change its own
+ * environment, so it sees no difference; spec/15 holds the rules to libcurl's. */
+static int read_env_proxies(yp_transport *t) {
+  static const char *const no_proxy[] = {"no_proxy", "NO_PROXY", NULL};
+  static const char *const https[] = {"https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY", NULL};
+  static const char *const http[] = {"http_proxy", "all_proxy", "ALL_PROXY", NULL};
+  const char *unused;
+  return env_pick(no_proxy, &unused, &t->env_no_proxy) &&
+         env_pick(https, &t->env_https.var, &t->env_https.url) &&
+         env_pick(http, &t->env_http.var, &t->env_http.url);
+}
+
+/* The environment's proxy for url's scheme (url NULL: http). */
+static const env_proxy *env_proxy_for(const yp_transport *t, const char *url) {
+  return url && strncmp(url, "https:", 6) == 0 ? &t->env_https : &t->env_http;
 }
 
 yp_transport *yp_transport_new(const yp_transport_config *config, char *err, size_t errlen) {
@@ -120,10 +173,10 @@ yp_transport *yp_transport_new(const yp_transport_config *config, char *err, siz
     return NULL;
   }
   t->config = *config;
-  if (config->proxy && !(t->config.proxy = strdup(config->proxy))) {
+  t->config.proxy = NULL; /* the copy, below: freeing t must never free the caller's string */
+  if (config->proxy ? !(t->config.proxy = strdup(config->proxy)) : !read_env_proxies(t)) {
     snprintf(err, errlen, "out of memory");
-    curl_multi_cleanup(t->multi);
-    free(t);
+    yp_transport_free(t);
     return NULL;
   }
   return t;
@@ -149,11 +202,10 @@ void yp_transport_free(yp_transport *t) {
   free(t->slots);
   free(t->done);
   curl_multi_cleanup(t->multi);
-  if (t->config.proxy) {
-    volatile char *p = (volatile char *)(uintptr_t)t->config.proxy; /* may hold a password */
-    while (*p) *p++ = '\0';
-    free((void *)(uintptr_t)t->config.proxy);
-  }
+  wipe_free((char *)(uintptr_t)t->config.proxy); /* proxy URLs may hold a password */
+  wipe_free(t->env_https.url);
+  wipe_free(t->env_http.url);
+  wipe_free(t->env_no_proxy);
   free(t);
 }
 
@@ -249,6 +301,10 @@ int yp_transport_submit(yp_transport *t, int index, const yp_http_request *req) 
     free(s->url);
     if (!(s->url = strdup(req->url))) return 0;
     curl_easy_setopt(e, CURLOPT_URL, req->url);
+    if (!t->config.proxy) {
+      const char *proxy = env_proxy_for(t, req->url)->url;
+      curl_easy_setopt(e, CURLOPT_PROXY, proxy ? proxy : ""); /* "": none, and no env lookup */
+    }
   }
   curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, req->timeout_ms > 0 ? req->timeout_ms : 1L);
   curl_easy_setopt(e, CURLOPT_FRESH_CONNECT, req->fresh_connection ? 1L : 0L);
@@ -262,17 +318,6 @@ int yp_transport_submit(yp_transport *t, int index, const yp_http_request *req) 
   s->busy = 1;
   t->unsent = 1;
   return 1;
-}
-
-/* The proxy variable libcurl reads for a URL when no proxy option is set, if one is set. */
-static const char *env_proxy_name(const char *url) {
-  static const char *https[] = {"https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY", NULL};
-  static const char *http[] = {"http_proxy", "all_proxy", "ALL_PROXY", NULL};
-  for (const char **v = url && strncmp(url, "https:", 6) == 0 ? https : http; *v; v++) {
-    const char *value = getenv(*v);
-    if (value && *value) return *v;
-  }
-  return NULL;
 }
 
 /* Maps libcurl's result to ours, and decides whether a request byte may have left. The rule is
@@ -347,7 +392,7 @@ static void classify(slot *s, CURLcode code) {
   } else if (!proxy && code == CURLE_COULDNT_CONNECT) {
     char *url = NULL;
     curl_easy_getinfo(s->easy, CURLINFO_EFFECTIVE_URL, &url);
-    const char *var = env_proxy_name(url);
+    const char *var = env_proxy_for(s->owner, url)->var;
     if (var) {
       snprintf(why, sizeof why, "(%.20s is set: is that proxy reachable?) ", var);
       prefix = why;
