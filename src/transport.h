@@ -47,7 +47,8 @@ typedef struct yp_transport_config {
   long low_speed_time;      /* ... sustained for this many seconds, else a timeout */
   size_t max_response;      /* bytes */
   const char *proxy;        /* http:// or https:// proxy URL, for every request whatever NO_PROXY
-                             * says; NULL: libcurl's own HTTPS_PROXY/ALL_PROXY/NO_PROXY rules */
+                             * says; NULL: the environment's HTTPS_PROXY/ALL_PROXY/NO_PROXY, by
+                             * libcurl's rules, read once by yp_transport_new */
 } yp_transport_config;
 
 typedef struct yp_transport yp_transport;
