@@ -134,6 +134,7 @@ local drivers_by_width = {} -- the cosocket nginx of each fleet concurrency
 local servers = {} -- the sides of the sequential and batch rows (spawn)
 local function stop_all()
   for i = #servers, 1, -1 do servers[i]:stop() end
+  for _, d in pairs(drivers_by_width) do d:stop() end -- by PID: os.exit(1) below runs no __gc
   if api then api:stop() end
   if portal then portal:stop() end
 end

@@ -45,8 +45,7 @@ typedef struct yp_call {
   double deadline, not_before;
 } yp_call;
 
-double yp_now_wall(void); /* yp_now_mono: transport.h */
-void yp_wipe_free(char **p);
+double yp_now_wall(void); /* yp_now_mono, yp_wipe_free: transport.h */
 char *yp_dup_or_raise(lua_State *L, const char *s);
 void yp_drop_tokens(yp_client *c);
 void yp_push_closed_error(lua_State *L, const char *endpoint);

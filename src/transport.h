@@ -78,6 +78,8 @@ int yp_transport_submit(yp_transport *t, int slot, const yp_http_request *req);
 int yp_transport_wait(yp_transport *t, int first, int n, double until);
 /* The monotonic clock of every deadline and pause, in seconds (core.c). */
 double yp_now_mono(void);
+/* Wipes a secret's bytes, frees it and sets *p to NULL (core.c): tokens, proxy URLs. */
+void yp_wipe_free(char **p);
 const yp_http_response *yp_transport_response(yp_transport *t, int slot);
 /* Called once the slot's response has been read: a large body is freed, not kept for reuse. */
 void yp_transport_recycle(yp_transport *t, int slot);

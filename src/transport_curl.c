@@ -122,12 +122,6 @@ static CURL *new_easy(yp_transport *t, slot *s) {
   return e;
 }
 
-static void wipe_free(char *p) {
-  if (!p) return;
-  for (volatile char *v = p; *v; v++) *v = '\0';
-  free(p);
-}
-
 /* The first of names set to a non-empty value, as libcurl picks one: *var and a copy of the value
  * (both NULL when none is set). Returns 0 when out of memory. */
 static int env_pick(const char *const *names, const char **var, char **value) {
@@ -202,10 +196,11 @@ void yp_transport_free(yp_transport *t) {
   free(t->slots);
   free(t->done);
   curl_multi_cleanup(t->multi);
-  wipe_free((char *)(uintptr_t)t->config.proxy); /* proxy URLs may hold a password */
-  wipe_free(t->env_https.url);
-  wipe_free(t->env_http.url);
-  wipe_free(t->env_no_proxy);
+  char *proxy = (char *)(uintptr_t)t->config.proxy; /* our copy (yp_transport_new) */
+  yp_wipe_free(&proxy); /* proxy URLs may hold a password */
+  yp_wipe_free(&t->env_https.url);
+  yp_wipe_free(&t->env_http.url);
+  yp_wipe_free(&t->env_no_proxy);
   free(t);
 }
 
