@@ -1,5 +1,5 @@
-/* transport_curl.c: the libcurl implementation of transport.h. One multi handle owns the
- * connection pool, so sequential calls and concurrent batches reuse connections and TLS sessions. */
+/* transport_curl.c: the libcurl implementation of transport.h. Blocking exchanges share one easy
+ * handle and its connections; a batch's run on a multi handle, whose pool keeps one per slot. */
 #include <curl/curl.h>
 #include <errno.h>
 #include <math.h>
@@ -14,11 +14,17 @@
 
 #define RETRY_AFTER_MAX 3600.0 /* the client caps it lower; this only bounds parsing */
 
-typedef struct slot {
-  struct yp_transport *owner;
+/* A libcurl handle and what was last set on it: sequential calls send the same URL and headers,
+ * which are then not set again (libcurl parses a URL each time it is set). */
+typedef struct handle {
   CURL *easy;
   struct curl_slist *headers;
-  char *url;    /* the URL last given to the handle */
+  char *url;
+} handle;
+
+typedef struct slot {
+  struct yp_transport *owner;
+  handle h;     /* its exchanges through the multi handle */
   int index;    /* in the transport's slots */
   int busy;     /* added to the multi handle; once completed, on the done list until taken */
   int too_large;
@@ -35,6 +41,13 @@ typedef struct env_proxy {
 
 struct yp_transport {
   CURLM *multi;
+  /* Blocking exchanges, when nothing is in flight on the multi handle, run with curl_easy_perform
+   * on this one handle, whose callbacks write into the slot solo_for. Its private pool is sized
+   * for one transfer: a multi handle sweeps its 71-bucket DNS cache and 97-bucket connection cache
+   * after every transfer, some 1.4k instructions a call. One handle, not one per slot, so that a
+   * call and the login nested in it (on another slot) share the connection. */
+  handle solo;
+  slot *solo_for;
   yp_transport_config config;
   /* Without the proxy option: the environment's proxy rules, read once (see read_env_proxies). */
   env_proxy env_https, env_http;
@@ -45,6 +58,7 @@ struct yp_transport {
   int *done;     /* finished slots in completion order, ndone of them: wait takes from here
                   * instead of looking at every slot of a wide batch for each completion */
   int ndone;
+  int in_multi; /* handles added to the multi handle */
   int unsent; /* handles were added since libcurl last ran: run it before waiting on sockets */
 };
 
@@ -85,15 +99,20 @@ static double retry_after(CURL *e) {
   return secs > RETRY_AFTER_MAX ? RETRY_AFTER_MAX : secs;
 }
 
+/* Makes e's callbacks and error text go to slot s. */
+static void point_at(CURL *e, slot *s) {
+  curl_easy_setopt(e, CURLOPT_PRIVATE, s);
+  curl_easy_setopt(e, CURLOPT_ERRORBUFFER, s->errbuf);
+  curl_easy_setopt(e, CURLOPT_WRITEDATA, s);
+}
+
 static CURL *new_easy(yp_transport *t, slot *s) {
   CURL *e = curl_easy_init();
   if (!e) return NULL;
   const yp_transport_config *c = &t->config;
-  curl_easy_setopt(e, CURLOPT_PRIVATE, s);
+  point_at(e, s);
   curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
-  curl_easy_setopt(e, CURLOPT_ERRORBUFFER, s->errbuf);
   curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
-  curl_easy_setopt(e, CURLOPT_WRITEDATA, s);
   curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, c->allow_http ? "http,https" : "https");
   curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
   curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 1L);
@@ -180,19 +199,22 @@ const char *yp_transport_proxy(const yp_transport *t) {
   return t->config.proxy;
 }
 
+static void handle_free(handle *h) {
+  if (h->easy) curl_easy_cleanup(h->easy);
+  curl_slist_free_all(h->headers);
+  free(h->url);
+}
+
 void yp_transport_free(yp_transport *t) {
   if (!t) return;
   for (int i = 0; i < t->nslots; i++) {
     slot *s = t->slots[i];
-    if (s->easy) {
-      if (s->busy) curl_multi_remove_handle(t->multi, s->easy);
-      curl_easy_cleanup(s->easy);
-    }
-    curl_slist_free_all(s->headers);
-    free(s->url);
+    if (s->busy) curl_multi_remove_handle(t->multi, s->h.easy);
+    handle_free(&s->h);
     free(s->resp.body);
     free(s);
   }
+  handle_free(&t->solo);
   free(t->slots);
   free(t->done);
   curl_multi_cleanup(t->multi);
@@ -246,7 +268,10 @@ void yp_transport_release_to(yp_transport *t, int mark) {
   t->ndone = kept;
   for (int i = mark; i < t->top; i++) {
     slot *s = t->slots[i];
-    if (s->busy) curl_multi_remove_handle(t->multi, s->easy);
+    if (s->busy) {
+      curl_multi_remove_handle(t->multi, s->h.easy);
+      t->in_multi--;
+    }
     s->busy = 0;
     yp_transport_recycle(t, i);
   }
@@ -262,9 +287,9 @@ static int same_headers(const struct curl_slist *list, const char *const *lines)
   return !list && !*lines;
 }
 
-int yp_transport_submit(yp_transport *t, int index, const yp_http_request *req) {
-  slot *s = t->slots[index];
-  if (!s->easy && !(s->easy = new_easy(t, s))) return 0;
+/* Sets handle h up for req, its response going to slot s: all but starting the transfer. */
+static int prepare(yp_transport *t, handle *h, slot *s, const yp_http_request *req) {
+  if (!h->easy && !(h->easy = new_easy(t, s))) return 0;
   s->resp.status = 0;
   s->resp.body_len = 0;
   s->resp.error = YP_TR_OK;
@@ -272,29 +297,29 @@ int yp_transport_submit(yp_transport *t, int index, const yp_http_request *req) 
   s->resp.detail[0] = s->errbuf[0] = '\0';
   s->too_large = 0;
 
-  CURL *e = s->easy;
+  CURL *e = h->easy;
   int post = strcmp(req->method, "POST") == 0;
-  int has_expect = s->headers && strcmp(s->headers->data, "Expect:") == 0;
-  if (has_expect != post || !same_headers(has_expect ? s->headers->next : s->headers, req->headers)) {
-    curl_slist_free_all(s->headers);
+  int has_expect = h->headers && strcmp(h->headers->data, "Expect:") == 0;
+  if (has_expect != post || !same_headers(has_expect ? h->headers->next : h->headers, req->headers)) {
+    curl_slist_free_all(h->headers);
     /* "Expect:" stops libcurl from adding Expect: 100-continue to larger bodies. Only bodies need
      * it: libcurl compares each line with every header it may add, about 1k instructions a line. */
-    s->headers = post ? curl_slist_append(NULL, "Expect:") : NULL;
-    int ok = !post || s->headers;
-    for (const char *const *h = req->headers; ok && *h; h++) {
-      struct curl_slist *n = curl_slist_append(s->headers, *h);
-      if (!n) curl_slist_free_all(s->headers);
-      s->headers = n;
+    h->headers = post ? curl_slist_append(NULL, "Expect:") : NULL;
+    int ok = !post || h->headers;
+    for (const char *const *line = req->headers; ok && *line; line++) {
+      struct curl_slist *n = curl_slist_append(h->headers, *line);
+      if (!n) curl_slist_free_all(h->headers);
+      h->headers = n;
       ok = n != NULL;
     }
-    curl_easy_setopt(e, CURLOPT_HTTPHEADER, s->headers); /* also when NULL: never a freed list */
+    curl_easy_setopt(e, CURLOPT_HTTPHEADER, h->headers); /* also when NULL: never a freed list */
     if (!ok) return 0;
   }
   /* libcurl parses a URL again each time it is set: a batch of the same endpoint and
    * parameters, or sequential status checks, set it once. */
-  if (!s->url || strcmp(s->url, req->url) != 0) {
-    free(s->url);
-    if (!(s->url = strdup(req->url))) return 0;
+  if (!h->url || strcmp(h->url, req->url) != 0) {
+    free(h->url);
+    if (!(h->url = strdup(req->url))) return 0;
     curl_easy_setopt(e, CURLOPT_URL, req->url);
     if (!t->config.proxy) {
       const char *proxy = env_proxy_for(t, req->url)->url;
@@ -309,7 +334,13 @@ int yp_transport_submit(yp_transport *t, int index, const yp_http_request *req) 
   } else {
     curl_easy_setopt(e, CURLOPT_HTTPGET, 1L);
   }
-  if (curl_multi_add_handle(t->multi, e) != CURLM_OK) return 0;
+  return 1;
+}
+
+int yp_transport_submit(yp_transport *t, int index, const yp_http_request *req) {
+  slot *s = t->slots[index];
+  if (!prepare(t, &s->h, s, req) || curl_multi_add_handle(t->multi, s->h.easy) != CURLM_OK) return 0;
+  t->in_multi++;
   s->busy = 1;
   t->unsent = 1;
   return 1;
@@ -321,7 +352,7 @@ int yp_transport_submit(yp_transport *t, int index, const yp_http_request *req) 
  * Through a proxy the boundary is the tunnel: REQUEST_SIZE then counts the CONNECT request too,
  * and a failure before the tunnel (and TLS inside it) was up never reached the portal. Those
  * failures say "proxy", so that the proxy, not the portal, gets looked at. */
-static void classify(slot *s, CURLcode code) {
+static void classify(slot *s, CURL *e, CURLcode code) {
   yp_http_response *r = &s->resp;
   if (code == CURLE_OK) { /* the common case needs none of the timings below */
     r->error = YP_TR_OK;
@@ -331,10 +362,10 @@ static void classify(slot *s, CURLcode code) {
   const char *proxy = s->owner->config.proxy;
   curl_off_t pretransfer = 0, appconnect = 0;
   long request_size = 0, connect_code = 0;
-  curl_easy_getinfo(s->easy, CURLINFO_PRETRANSFER_TIME_T, &pretransfer);
-  curl_easy_getinfo(s->easy, CURLINFO_APPCONNECT_TIME_T, &appconnect);
-  curl_easy_getinfo(s->easy, CURLINFO_REQUEST_SIZE, &request_size);
-  curl_easy_getinfo(s->easy, CURLINFO_HTTP_CONNECTCODE, &connect_code);
+  curl_easy_getinfo(e, CURLINFO_PRETRANSFER_TIME_T, &pretransfer);
+  curl_easy_getinfo(e, CURLINFO_APPCONNECT_TIME_T, &appconnect);
+  curl_easy_getinfo(e, CURLINFO_REQUEST_SIZE, &request_size);
+  curl_easy_getinfo(e, CURLINFO_HTTP_CONNECTCODE, &connect_code);
   int tunnel = proxy != NULL || connect_code != 0; /* a CONNECT was (or was to be) sent */
   int tunnel_up = connect_code >= 200 && connect_code < 300;
   int started = pretransfer > 0 || (!tunnel && request_size > 0);
@@ -386,7 +417,7 @@ static void classify(slot *s, CURLcode code) {
       prefix = code == CURLE_COULDNT_CONNECT ? "cannot reach the proxy: " : "cannot get through the proxy: ";
   } else if (!proxy && code == CURLE_COULDNT_CONNECT) {
     char *url = NULL;
-    curl_easy_getinfo(s->easy, CURLINFO_EFFECTIVE_URL, &url);
+    curl_easy_getinfo(e, CURLINFO_EFFECTIVE_URL, &url);
     const char *var = env_proxy_for(s->owner, url)->var;
     if (var) {
       snprintf(why, sizeof why, "(%.20s is set: is that proxy reachable?) ", var);
@@ -398,6 +429,14 @@ static void classify(slot *s, CURLcode code) {
            s->errbuf[0] ? s->errbuf : curl_easy_strerror(code));
 }
 
+/* Fills s's response from e, whose transfer ended with code. */
+static void finish(slot *s, CURL *e, CURLcode code) {
+  curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &s->resp.status);
+  curl_easy_getinfo(e, CURLINFO_TOTAL_TIME, &s->resp.elapsed);
+  s->resp.retry_after = retry_after(e);
+  classify(s, e, code);
+}
+
 /* Moves completed transfers from libcurl's queue to the done list. */
 static void collect(yp_transport *t) {
   CURLMsg *m;
@@ -406,12 +445,9 @@ static void collect(yp_transport *t) {
     if (m->msg != CURLMSG_DONE) continue;
     slot *s;
     curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, (char **)&s);
-    CURLcode code = m->data.result;
-    curl_easy_getinfo(s->easy, CURLINFO_RESPONSE_CODE, &s->resp.status);
-    curl_easy_getinfo(s->easy, CURLINFO_TOTAL_TIME, &s->resp.elapsed);
-    s->resp.retry_after = retry_after(s->easy);
-    classify(s, code);
-    curl_multi_remove_handle(t->multi, s->easy);
+    finish(s, s->h.easy, m->data.result);
+    curl_multi_remove_handle(t->multi, s->h.easy);
+    t->in_multi--;
     s->busy = 0;
     t->done[t->ndone++] = s->index;
   }
@@ -465,9 +501,17 @@ const yp_http_response *yp_transport_response(yp_transport *t, int index) {
 const yp_http_response *yp_transport_perform(yp_transport *t, int index,
                                              const yp_http_request *req) {
   static const yp_http_response no_memory = {0, NULL, 0, -1, YP_TR_OTHER, 0, 0, "out of memory"};
+  slot *s = t->slots[index];
+  if (t->in_multi == 0) { /* see solo in struct yp_transport */
+    if (t->solo.easy && t->solo_for != s) point_at(t->solo.easy, s);
+    t->solo_for = s;
+    if (!prepare(t, &t->solo, s, req)) return &no_memory;
+    finish(s, t->solo.easy, curl_easy_perform(t->solo.easy));
+    return &s->resp;
+  }
   if (!yp_transport_submit(t, index, req)) return &no_memory;
   if (yp_transport_wait(t, index, 1, HUGE_VAL) != index) return &no_memory; /* cannot happen: it was busy */
-  return &t->slots[index]->resp;
+  return &s->resp;
 }
 
 void yp_transport_sleep(yp_transport *t, double seconds) {
