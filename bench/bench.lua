@@ -21,9 +21,10 @@
 -- Environment: BENCH_REPS (repetitions, default 5), BENCH_QUICK=1 (fewer requests, 2 repetitions,
 -- fleet 500 devices: a smoke run, not the goals' conditions), BENCH_ONLY=seq,batch,codec,fleet,
 -- memory (a subset), BENCH_CPATH (this runtime's module, default ./build/?.so), BENCH_JIT_CPATH
--- (nginx's, default ./build/luajit/?.so), BENCH_RAW (default build/bench/raw_curl),
--- BENCH_NGINX_WORKERS (the API server's workers, default 1), BENCH_SEQ_N and BENCH_BATCH_M (the
--- requests of one short sequential / batch run, default 20 / 8 rounds of the width but at least 250),
+-- (nginx's, default ./build/luajit/?.so), BENCH_RAW (default build/bench/raw_curl), RAW_TUNED=1
+-- (raw_curl also gets the module's own libcurl tuning, see bench/raw_curl.c), BENCH_NGINX_WORKERS
+-- (the API server's workers, default 1), BENCH_SEQ_N and BENCH_BATCH_M (the requests of one short
+-- sequential / batch run, default 20 / 8 rounds of the width but at least 250),
 -- BENCH_SEQ_RUNS and BENCH_BATCH_RUNS (such runs of each side in one repetition, default 480 / as
 -- many as make 48,000 items; best a multiple of 6, see ORDERS).
 -- Portable Lua 5.1-5.4 and LuaJIT; run from the repository root.
@@ -697,8 +698,9 @@ local function describe()
     :format(date, cores, helpers.run("grep -m1 'model name' /proc/cpuinfo | sed 's/.*: //'"),
       _VERSION .. (jit and (" (" .. jit.version .. ")") or ""), partner._VERSION, REPS, REPS == 1 and "" or "s",
       QUICK and ", QUICK MODE (not the goals' conditions)" or ""))
-  print(("References: %s; %s; lua-cjson %s."):format(curl_v:match("^(curl %S+ %S+ %S+)") or curl_v,
-    nginx_v:match("nginx/%S+") or nginx_v, require("cjson")._VERSION))
+  print(("References: %s; %s; lua-cjson %s.%s"):format(curl_v:match("^(curl %S+ %S+ %S+)") or curl_v,
+    nginx_v:match("nginx/%S+") or nginx_v, require("cjson")._VERSION,
+    os.getenv("RAW_TUNED") == "1" and " raw_curl with the module's own libcurl tuning (RAW_TUNED=1)." or ""))
 end
 
 local ok, err = xpcall(function()

@@ -683,6 +683,17 @@ describe("endpoints", function()
       assert.equal(math.maxinteger, partner.json_decode(r.body).serviceList[1].pricingId)
     end)
 
+    it("sends a body several times libcurl's upload buffer (transport_curl sets 16 KiB) byte for byte", function()
+      local big = params("9223372036854775807")
+      for i = 2, 600 do big.serviceList[i] = big.serviceList[1] end
+      local want = new_client():prepare("calculate_subscription_price", big).body
+      assert.is_true(#want > 4 * 16 * 1024, #want)
+      local _, _, r = call("calculate_subscription_price", big)
+      assert.equal("POST", r.method)
+      assert.equal(#want, #r.body)
+      assert.equal(want, r.body)
+    end)
+
     it("refuses int64 max as a number inside serviceList; LuaJIT int64 cdata goes out exactly #doubles", function()
       refuses_number("calculate_subscription_price", params(9223372036854775807), "serviceList[1].pricingId")
       if jit then

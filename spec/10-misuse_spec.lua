@@ -181,6 +181,18 @@ describe("misuse", function()
   end)
 
   describe("hostile parameters", function()
+    it("an endpoint method called on anything but a client raises, even on a table with its metatable", function()
+      local c = client()
+      local impostor = setmetatable({}, getmetatable(c))
+      for _, self in ipairs { impostor, io.stdout, 42, "text" } do
+        local ok, err = pcall(c.auto_renewal_status, self, STATUS)
+        assert.is_false(ok)
+        assert.matches("yeastar.partner.Client expected", err, 1, true)
+      end
+      assert.equal(0, #portal:requests())
+      assert.truthy(c:auto_renewal_status(STATUS))
+    end)
+
     it("cyclic and huge tables, NaN and infinities raise before any I/O", function()
       local c = client()
       local cycle = { serviceType = "plan" }

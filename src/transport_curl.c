@@ -129,6 +129,11 @@ static CURL *new_easy(yp_transport *t, slot *s) {
    * page faults a request at 8 in flight against 0.6 with 4 KiB (raw libcurl: 0.7), some 10 % of
    * the client's CPU. The portal answers small JSON envelopes; a large page takes more reads. */
   curl_easy_setopt(e, CURLOPT_BUFFERSIZE, 4096L);
+  /* Likewise the upload buffer, into which libcurl 7.x copies every HTTPS request before sending
+   * it: 64 KiB by default, allocated and freed per transfer. Its minimum, 16 KiB, halved the page
+   * faults of a batch at 8 in flight (1.55 to 0.78 a request) and took its throughput from 0.91x
+   * to 1.08x a default raw curl_multi loop's. A larger body is sent in more pieces. */
+  curl_easy_setopt(e, CURLOPT_UPLOAD_BUFFERSIZE, 16384L);
   if (c->proxy) {
     /* The option is explicit: every request goes through it, NO_PROXY notwithstanding (an empty
      * no-proxy list makes libcurl ignore the variable), and always as a CONNECT tunnel. */
