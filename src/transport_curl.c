@@ -1,5 +1,5 @@
 /* transport_curl.c: the libcurl implementation of transport.h. Blocking exchanges share one easy
- * handle and its connections; a batch's run on a multi handle, whose pool keeps one per slot. */
+ * handle and its connections; concurrent ones run on a multi handle with a connection per slot. */
 #include <curl/curl.h>
 #include <errno.h>
 #include <math.h>
