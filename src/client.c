@@ -118,7 +118,9 @@ static int client_is_closed(lua_State *L) {
 }
 
 static int client_gc(lua_State *L) {
-  client_close(L);
+  /* A table given the client's metatable gets this __gc too: an error raised here would surface
+   * wherever the collector happens to run (5.2, 5.3), so anything but a client is left alone. */
+  if (yp_testudata(L, 1, YP_CLIENT_MT)) client_close(L);
   return 0;
 }
 
