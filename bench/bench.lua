@@ -51,6 +51,15 @@ for part in (os.getenv("BENCH_ONLY") or "seq,batch,codec,fleet,memory"):gmatch("
 -- running batch outweighs its start and end. Each side runs about 9,600 calls resp. 48,000 batch
 -- items in a repetition.
 local SESSIONS = QUICK and 1 or 4
+-- Placement of the sequential and batch rows (BENCH_PIN=0 leaves it to the scheduler): their client
+-- processes on CPU 0, the API nginx on the other CPUs, as a remote portal would be: the server never
+-- runs on the client's core. Left to the scheduler, a client on a small VM runs in one of two modes
+-- that differ by 2× (on nginx's core, or on the other one waking an idle CPU for every answer) and
+-- switches between them at random, more often than not on one side of a comparison only. Needs at
+-- least 2 CPUs; the note says where each ran.
+local CPUS = tonumber((helpers.run("nproc"))) or 1
+local PIN = os.getenv("BENCH_PIN") ~= "0" and CPUS >= 2
+local CLIENT_PREFIX = PIN and "taskset -c 0 " or ""
 local SEQ_N = tonumber(os.getenv("BENCH_SEQ_N") or 20)
 local SEQ_RUNS = tonumber(os.getenv("BENCH_SEQ_RUNS") or (QUICK and 60 or 480))
 local BATCH_PER_REP = QUICK and 6000 or 48000
@@ -149,14 +158,19 @@ local function start_servers()
   portal = helpers.start_portal {}
   local dir = portal.state_dir
   local check_port, slow_port = helpers.free_port(), helpers.free_port()
+  local workers = os.getenv("BENCH_NGINX_WORKERS") or "1"
+  -- worker_cpu_affinity: one mask per worker, CPU 0 the rightmost digit.
+  local affinity = PIN and ("worker_cpu_affinity" .. (" " .. ("1"):rep(CPUS - 1) .. "0"):rep(tonumber(workers)) .. ";") or ""
   while slow_port == check_port do slow_port = helpers.free_port() end
   api = nginx.start { conf = read_file("bench/api_nginx.conf"), vars = {
-    WORKERS = os.getenv("BENCH_NGINX_WORKERS") or "1", CERT = dir .. "/server.pem",
+    WORKERS = workers, AFFINITY = affinity, CERT = dir .. "/server.pem",
     KEY = dir .. "/server.key", CHECK_PORT = tostring(check_port), SLOW_PORT = tostring(slow_port) } }
   api.base_url = "https://127.0.0.1:" .. api.port
   api.check_url = "https://127.0.0.1:" .. check_port
   api.slow_url = "https://127.0.0.1:" .. slow_port
-  note("API nginx on 127.0.0.1:%d (fast), %d (wire check), %d (100 ms)", api.port, check_port, slow_port)
+  note("API nginx on 127.0.0.1:%d (fast), %d (wire check), %d (100 ms); %s", api.port, check_port, slow_port,
+    PIN and ("sequential and batch clients on CPU 0, API nginx on CPU %s"):format(CPUS == 2 and "1" or ("s 1-" .. (CPUS - 1)))
+      or ("no CPU pinning (%s)"):format(CPUS < 2 and "one CPU" or "BENCH_PIN=0"))
 end
 
 -- CPU seconds the API nginx's workers have used so far (utime + stime of each child of the
@@ -296,8 +310,8 @@ end
 -- The three sides of a row, freshly started: the reference (raw_curl), the module and a second
 -- raw_curl (the A/A twin), in that order. mode: "seq" or a width.
 local function start_sides(mode)
-  local raw = ("%s serve %s %s"):format(q(RAW), mode == "seq" and "seq" or ("multi " .. mode), raw_args(api.base_url))
-  local module = ("env BENCH_CPATH=%s %s bench/module_serve.lua %s %s %s"):format(q(CPATH), q(LUA), mode,
+  local raw = ("%s%s serve %s %s"):format(CLIENT_PREFIX, q(RAW), mode == "seq" and "seq" or ("multi " .. mode), raw_args(api.base_url))
+  local module = ("%senv BENCH_CPATH=%s %s bench/module_serve.lua %s %s %s"):format(CLIENT_PREFIX, q(CPATH), q(LUA), mode,
     q(api.base_url), q(portal.ca_file))
   local sides = { spawn("raw_curl serve " .. mode, raw), spawn("module_serve " .. mode, module),
     spawn("raw_curl serve " .. mode .. " (A/A)", raw) }
