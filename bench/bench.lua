@@ -16,15 +16,17 @@
 -- warmed processes that keep their connections: raw_curl, the module (bench/module_serve.lua) and
 -- a second raw_curl, and interleave many short runs of the three (interleaved): load from
 -- elsewhere on a shared machine then falls on all sides alike, and the second raw_curl against the
--- first (A/A) shows how precise the row's ratios are. They also come as CPU-time ratios.
+-- first (A/A) shows how precise the row's ratios are. They also come as CPU-time ratios. Those
+-- processes run on CPU 0 and the API nginx on the other CPUs (see PIN).
 --
 -- Environment: BENCH_REPS (repetitions, default 5), BENCH_QUICK=1 (fewer requests, 2 repetitions,
 -- fleet 500 devices: a smoke run, not the goals' conditions), BENCH_ONLY=seq,batch,codec,fleet,
 -- memory (a subset), BENCH_CPATH (this runtime's module, default ./build/?.so), BENCH_JIT_CPATH
 -- (nginx's, default ./build/luajit/?.so), BENCH_RAW (default build/bench/raw_curl), RAW_TUNED=1
 -- (raw_curl also gets the module's own libcurl tuning, see bench/raw_curl.c), BENCH_NGINX_WORKERS
--- (the API server's workers, default 1), BENCH_SEQ_N and BENCH_BATCH_M (the requests of one short
--- sequential / batch run, default 20 / 8 rounds of the width but at least 250),
+-- (the API server's workers, default 1), BENCH_PIN=0 (no CPU pinning), BENCH_SEQ_N and
+-- BENCH_BATCH_M (the requests of one short sequential / batch run, default 20 / 8 rounds of the
+-- width but at least 250),
 -- BENCH_SEQ_RUNS and BENCH_BATCH_RUNS (such runs of each side in one repetition, default 480 / as
 -- many as make 48,000 items; best a multiple of 6, see ORDERS).
 -- Portable Lua 5.1-5.4 and LuaJIT; run from the repository root.
@@ -51,15 +53,24 @@ for part in (os.getenv("BENCH_ONLY") or "seq,batch,codec,fleet,memory"):gmatch("
 -- running batch outweighs its start and end. Each side runs about 9,600 calls resp. 48,000 batch
 -- items in a repetition.
 local SESSIONS = QUICK and 1 or 4
--- Placement of the sequential and batch rows (BENCH_PIN=0 leaves it to the scheduler): their client
--- processes on CPU 0, the API nginx on the other CPUs, as a remote portal would be: the server never
--- runs on the client's core. Left to the scheduler, a client on a small VM runs in one of two modes
--- that differ by 2× (on nginx's core, or on the other one waking an idle CPU for every answer) and
--- switches between them at random, more often than not on one side of a comparison only. Needs at
--- least 2 CPUs; the note says where each ran.
-local CPUS = tonumber((helpers.run("nproc"))) or 1
-local PIN = os.getenv("BENCH_PIN") ~= "0" and CPUS >= 2
-local CLIENT_PREFIX = PIN and "taskset -c 0 " or ""
+-- Placement of the sequential and batch rows (BENCH_PIN=0 leaves it to the scheduler): their
+-- client processes on one CPU, the API nginx on the others, as a remote portal would be: the
+-- server never runs on the client's core. Left to the scheduler, a client on a small VM runs in
+-- one of two modes that differ by 2x (on nginx's core, or on the other one, waking an idle CPU for
+-- every answer) and switches between them at random, often on one side of a comparison only.
+local function allowed_cpus() -- this process's affinity list ("0,1", "0-3,6"), lowest first
+  local out, code = helpers.run("taskset -cp $$")
+  local cpus = {}
+  for a, b in (code == 0 and out:match(":%s*(%S+)%s*$") or ""):gmatch("(%d+)%-?(%d*)") do
+    for c = tonumber(a), tonumber(b ~= "" and b or a) do cpus[#cpus + 1] = c end
+  end
+  return cpus
+end
+local CPUS = allowed_cpus()
+local PIN = os.getenv("BENCH_PIN") ~= "0" and #CPUS >= 2
+local CLIENT_PREFIX = PIN and ("taskset -c %d "):format(CPUS[1]) or ""
+local PLACEMENT = PIN and ("sequential and batch clients on CPU %d, API nginx on CPU %s"):format(CPUS[1],
+  table.concat(CPUS, ",", 2)) or ("no CPU pinning (%s)"):format(#CPUS < 2 and "fewer than 2 CPUs" or "BENCH_PIN=0")
 local SEQ_N = tonumber(os.getenv("BENCH_SEQ_N") or 20)
 local SEQ_RUNS = tonumber(os.getenv("BENCH_SEQ_RUNS") or (QUICK and 60 or 480))
 local BATCH_PER_REP = QUICK and 6000 or 48000
@@ -158,10 +169,14 @@ local function start_servers()
   portal = helpers.start_portal {}
   local dir = portal.state_dir
   local check_port, slow_port = helpers.free_port(), helpers.free_port()
-  local workers = os.getenv("BENCH_NGINX_WORKERS") or "1"
-  -- worker_cpu_affinity: one mask per worker, CPU 0 the rightmost digit.
-  local affinity = PIN and ("worker_cpu_affinity" .. (" " .. ("1"):rep(CPUS - 1) .. "0"):rep(tonumber(workers)) .. ";") or ""
   while slow_port == check_port do slow_port = helpers.free_port() end
+  local workers = os.getenv("BENCH_NGINX_WORKERS") or "1"
+  -- worker_cpu_affinity: one mask per worker, CPU 0 its rightmost digit: every CPU but the clients'
+  local mask = {}
+  for c = 0, CPUS[#CPUS] or 0 do mask[c + 1] = "0" end
+  for k = 2, #CPUS do mask[CPUS[k] + 1] = "1" end
+  mask = " " .. table.concat(mask):reverse()
+  local affinity = PIN and ("worker_cpu_affinity" .. mask:rep(tonumber(workers)) .. ";") or ""
   api = nginx.start { conf = read_file("bench/api_nginx.conf"), vars = {
     WORKERS = workers, AFFINITY = affinity, CERT = dir .. "/server.pem",
     KEY = dir .. "/server.key", CHECK_PORT = tostring(check_port), SLOW_PORT = tostring(slow_port) } }
@@ -169,8 +184,7 @@ local function start_servers()
   api.check_url = "https://127.0.0.1:" .. check_port
   api.slow_url = "https://127.0.0.1:" .. slow_port
   note("API nginx on 127.0.0.1:%d (fast), %d (wire check), %d (100 ms); %s", api.port, check_port, slow_port,
-    PIN and ("sequential and batch clients on CPU 0, API nginx on CPU %s"):format(CPUS == 2 and "1" or ("s 1-" .. (CPUS - 1)))
-      or ("no CPU pinning (%s)"):format(CPUS < 2 and "one CPU" or "BENCH_PIN=0"))
+    PLACEMENT)
 end
 
 -- CPU seconds the API nginx's workers have used so far (utime + stime of each child of the
@@ -704,17 +718,17 @@ end
 -- ---------------------------------------------------------------------------------------------
 
 local function describe()
-  local cores = helpers.run("nproc")
   local date = os.date("!%Y-%m-%d %H:%M UTC")
   local curl_v = helpers.run("curl --version | head -1")
   local nginx_v = helpers.run(q(nginx.binary()) .. " -v 2>&1")
   print(("`make bench`, %s, %s cores (%s), %s, yeastar.partner %s, %s repetition%s%s.")
-    :format(date, cores, helpers.run("grep -m1 'model name' /proc/cpuinfo | sed 's/.*: //'"),
+    :format(date, helpers.run("nproc"), helpers.run("grep -m1 'model name' /proc/cpuinfo | sed 's/.*: //'"),
       _VERSION .. (jit and (" (" .. jit.version .. ")") or ""), partner._VERSION, REPS, REPS == 1 and "" or "s",
       QUICK and ", QUICK MODE (not the goals' conditions)" or ""))
   print(("References: %s; %s; lua-cjson %s.%s"):format(curl_v:match("^(curl %S+ %S+ %S+)") or curl_v,
     nginx_v:match("nginx/%S+") or nginx_v, require("cjson")._VERSION,
     os.getenv("RAW_TUNED") == "1" and " raw_curl with the module's own libcurl tuning (RAW_TUNED=1)." or ""))
+  print(("Placement: %s."):format(PLACEMENT))
 end
 
 local ok, err = xpcall(function()
