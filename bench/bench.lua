@@ -17,7 +17,7 @@
 -- a second raw_curl, and interleave many short runs of the three (interleaved): load from
 -- elsewhere on a shared machine then falls on all sides alike, and the second raw_curl against the
 -- first (A/A) shows how precise the row's ratios are. They also come as CPU-time ratios. Those
--- processes run on CPU 0 and the API nginx on the other CPUs (see PIN).
+-- processes share one CPU and the API nginx has the others (see PLACEMENT).
 --
 -- Environment: BENCH_REPS (repetitions, default 5), BENCH_QUICK=1 (fewer requests, 2 repetitions,
 -- fleet 500 devices: a smoke run, not the goals' conditions), BENCH_ONLY=seq,batch,codec,fleet,
@@ -171,7 +171,7 @@ local function start_servers()
   local check_port, slow_port = helpers.free_port(), helpers.free_port()
   while slow_port == check_port do slow_port = helpers.free_port() end
   local workers = os.getenv("BENCH_NGINX_WORKERS") or "1"
-  -- worker_cpu_affinity: one mask per worker, CPU 0 its rightmost digit: every CPU but the clients'
+  -- worker_cpu_affinity: a bit mask per worker (CPU 0 its rightmost digit): the CPUs but the clients'
   local mask = {}
   for c = 0, CPUS[#CPUS] or 0 do mask[c + 1] = "0" end
   for k = 2, #CPUS do mask[CPUS[k] + 1] = "1" end
@@ -324,9 +324,10 @@ end
 -- The three sides of a row, freshly started: the reference (raw_curl), the module and a second
 -- raw_curl (the A/A twin), in that order. mode: "seq" or a width.
 local function start_sides(mode)
-  local raw = ("%s%s serve %s %s"):format(CLIENT_PREFIX, q(RAW), mode == "seq" and "seq" or ("multi " .. mode), raw_args(api.base_url))
-  local module = ("%senv BENCH_CPATH=%s %s bench/module_serve.lua %s %s %s"):format(CLIENT_PREFIX, q(CPATH), q(LUA), mode,
-    q(api.base_url), q(portal.ca_file))
+  local raw = ("%s%s serve %s %s"):format(CLIENT_PREFIX, q(RAW), mode == "seq" and "seq" or ("multi " .. mode),
+    raw_args(api.base_url))
+  local module = ("%senv BENCH_CPATH=%s %s bench/module_serve.lua %s %s %s"):format(CLIENT_PREFIX, q(CPATH),
+    q(LUA), mode, q(api.base_url), q(portal.ca_file))
   local sides = { spawn("raw_curl serve " .. mode, raw), spawn("module_serve " .. mode, module),
     spawn("raw_curl serve " .. mode .. " (A/A)", raw) }
   for _, side in ipairs(sides) do side:connect() end
@@ -718,11 +719,12 @@ end
 -- ---------------------------------------------------------------------------------------------
 
 local function describe()
+  local cores = helpers.run("nproc")
   local date = os.date("!%Y-%m-%d %H:%M UTC")
   local curl_v = helpers.run("curl --version | head -1")
   local nginx_v = helpers.run(q(nginx.binary()) .. " -v 2>&1")
   print(("`make bench`, %s, %s cores (%s), %s, yeastar.partner %s, %s repetition%s%s.")
-    :format(date, helpers.run("nproc"), helpers.run("grep -m1 'model name' /proc/cpuinfo | sed 's/.*: //'"),
+    :format(date, cores, helpers.run("grep -m1 'model name' /proc/cpuinfo | sed 's/.*: //'"),
       _VERSION .. (jit and (" (" .. jit.version .. ")") or ""), partner._VERSION, REPS, REPS == 1 and "" or "s",
       QUICK and ", QUICK MODE (not the goals' conditions)" or ""))
   print(("References: %s; %s; lua-cjson %s.%s"):format(curl_v:match("^(curl %S+ %S+ %S+)") or curl_v,
