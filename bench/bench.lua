@@ -68,9 +68,16 @@ local function allowed_cpus() -- this process's affinity list ("0,1", "0-3,6"), 
 end
 local CPUS = allowed_cpus()
 local PIN = os.getenv("BENCH_PIN") ~= "0" and #CPUS >= 2
-local CLIENT_PREFIX = PIN and ("taskset -c %d "):format(CPUS[1]) or ""
-local PLACEMENT = PIN and ("sequential and batch clients on CPU %d, API nginx on CPU %s"):format(CPUS[1],
-  table.concat(CPUS, ",", 2)) or ("no CPU pinning (%s)"):format(#CPUS < 2 and "fewer than 2 CPUs" or "BENCH_PIN=0")
+local CLIENT_PREFIX, SERVER_MASK = "", nil -- SERVER_MASK: for worker_cpu_affinity, CPU 0 rightmost
+local PLACEMENT = ("no CPU pinning (%s)"):format(#CPUS < 2 and "fewer than 2 CPUs" or "BENCH_PIN=0")
+if PIN then
+  local bits = {}
+  for c = 0, CPUS[#CPUS] do bits[c + 1] = "0" end
+  for k = 2, #CPUS do bits[CPUS[k] + 1] = "1" end
+  CLIENT_PREFIX, SERVER_MASK = ("taskset -c %d "):format(CPUS[1]), table.concat(bits):reverse()
+  PLACEMENT = ("sequential and batch clients on CPU %d, API nginx on CPU %s"):format(CPUS[1],
+    table.concat(CPUS, ",", 2))
+end
 local SEQ_N = tonumber(os.getenv("BENCH_SEQ_N") or 20)
 local SEQ_RUNS = tonumber(os.getenv("BENCH_SEQ_RUNS") or (QUICK and 60 or 480))
 local BATCH_PER_REP = QUICK and 6000 or 48000
@@ -171,12 +178,7 @@ local function start_servers()
   local check_port, slow_port = helpers.free_port(), helpers.free_port()
   while slow_port == check_port do slow_port = helpers.free_port() end
   local workers = os.getenv("BENCH_NGINX_WORKERS") or "1"
-  -- worker_cpu_affinity: a bit mask per worker (CPU 0 its rightmost digit): the CPUs but the clients'
-  local mask = {}
-  for c = 0, CPUS[#CPUS] or 0 do mask[c + 1] = "0" end
-  for k = 2, #CPUS do mask[CPUS[k] + 1] = "1" end
-  mask = " " .. table.concat(mask):reverse()
-  local affinity = PIN and ("worker_cpu_affinity" .. mask:rep(tonumber(workers)) .. ";") or ""
+  local affinity = SERVER_MASK and ("worker_cpu_affinity" .. (" " .. SERVER_MASK):rep(tonumber(workers)) .. ";") or ""
   api = nginx.start { conf = read_file("bench/api_nginx.conf"), vars = {
     WORKERS = workers, AFFINITY = affinity, CERT = dir .. "/server.pem",
     KEY = dir .. "/server.key", CHECK_PORT = tostring(check_port), SLOW_PORT = tostring(slow_port) } }
